@@ -1,0 +1,90 @@
+"""Agent options: keyword arguments to ``install`` or ``LOOPSCOPE_*`` variables.
+
+Environment variables exist so that ``loopscope run -- CMD`` can configure an
+agent inside a process it does not control; keyword arguments win over them.
+A malformed variable is reported on stderr and ignored, never fatal: the
+monitored program must start even when its monitor is misconfigured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Config:
+    #: Start the socket server thread (off only for in-process use and tests).
+    server: bool = True
+    #: Directory for the per-process sockets; default $XDG_RUNTIME_DIR/loopscope
+    #: or /tmp/loopscope-$UID, created 0700.
+    socket_dir: str = ""
+    #: User frames kept per creation site (each costs a frame lookup per task).
+    creation_frames: int = 1
+    #: Links kept in a creation chain before older ancestors are dropped.
+    max_chain: int = 32
+    #: Frames kept in a cancellation/exception record.
+    max_frames: int = 32
+    #: Finished tasks kept per outcome (done, failed, cancelled) ...
+    history_size: int = 1000
+    #: ... and for at most this many seconds (0: no age limit).
+    history_age: float = 3600.0
+    #: Signal that writes a dump file ("" or "none" to disable).
+    dump_signal: str = "SIGUSR1"
+    #: Where signal dumps go (default: the socket directory).
+    dump_dir: str = ""
+    #: How often the loop proves it is alive, in seconds.
+    heartbeat: float = 0.05
+    #: A loop silent for longer than this is reported as blocked.
+    blocked_after: float = 0.25
+    #: Clients may cancel tasks (a separate, explicit permission).
+    allow_cancel: bool = False
+    #: Show the agent's own warnings on stderr.
+    verbose: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _parse(tp: object, raw: str) -> object:
+    if tp in (bool, "bool"):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected a boolean, got {raw!r}")
+    if tp in (int, "int"):
+        return int(raw)
+    if tp in (float, "float"):
+        return float(raw)
+    return raw
+
+
+def load(**overrides: object) -> Config:
+    """Build a Config from LOOPSCOPE_* variables, then keyword overrides."""
+    cfg = Config()
+    for f in dataclasses.fields(Config):
+        if f.name == "extra":
+            continue
+        raw = os.environ.get("LOOPSCOPE_" + f.name.upper())
+        if raw is None:
+            continue
+        try:
+            setattr(cfg, f.name, _parse(f.type, raw))
+        except ValueError as e:
+            print(f"loopscope: ignoring LOOPSCOPE_{f.name.upper()}: {e}", file=sys.stderr)
+    for key, value in overrides.items():
+        if not hasattr(cfg, key) or key == "extra":
+            raise TypeError(f"loopscope.install() got an unknown option {key!r}")
+        setattr(cfg, key, value)
+    cfg.creation_frames = max(1, int(cfg.creation_frames))
+    cfg.max_chain = max(2, int(cfg.max_chain))
+    return cfg
+
+
+def default_socket_dir() -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "loopscope")
+    return os.path.join("/tmp", f"loopscope-{os.getuid()}")

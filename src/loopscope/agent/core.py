@@ -1,0 +1,255 @@
+"""The agent: what ``loopscope.install()`` switches on inside a process.
+
+It hooks two places in asyncio so that *every* loop is tracked without any
+change to the program:
+
+* ``asyncio.events._set_running_loop`` — called by every loop when it starts
+  running (the default loops, and uvloop, which takes asyncio's function when
+  it is imported; ``loopscope run`` installs before the program imports it).
+* ``BaseEventLoop.__init__`` and ``set_task_factory`` — so a default loop is
+  tracked from its birth (``asyncio.run`` creates the main task before the
+  loop runs) and keeps our factory outermost if the program sets its own.
+
+Everything the agent adds runs inside ``try``: a failure is counted and the
+program goes on as if loopscope were not there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from asyncio import base_events, events
+from typing import Any
+
+from ..model import to_json
+from .config import Config, default_socket_dir, load
+from .introspect import Introspector
+from .loops import LoopRegistry
+from .methods import Methods, build_snapshot
+from .server import Server, ServerError, warn
+from .tracker import Tracker, is_our_factory, make_factory
+
+_lock = threading.Lock()
+_agent: Agent | None = None
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = time.time()
+        self.pid = os.getpid()
+        self.tracker = Tracker(config)
+        self.introspector = Introspector(self.tracker)
+        self.loops = LoopRegistry(config, self.tracker)
+        self.methods = Methods(self)
+        self.server: Server | None = None
+        self._patches: list[tuple[Any, str, Any]] = []
+        self._dump_event = threading.Event()
+        self._dumper: threading.Thread | None = None
+        self._old_signal: Any = None
+        self._signum: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._patch()
+        if self.config.server:
+            self._start_server()
+        self._install_signal()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self.loops.on_running(loop)
+
+    def stop(self) -> None:
+        for owner, name, original in reversed(self._patches):
+            setattr(owner, name, original)
+        self._patches.clear()
+        self.loops.detach_all()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self._signum is not None and threading.current_thread() is threading.main_thread():
+            try:
+                if signal.getsignal(self._signum) == self._on_signal:
+                    signal.signal(self._signum, self._old_signal)
+            except (ValueError, OSError):
+                pass
+        self._signum = None
+        self.tracker.enabled = False
+
+    def _start_server(self) -> None:
+        directory = self.config.socket_dir or default_socket_dir()
+        try:
+            server = Server(directory, self.methods.call, self.tracker.note_error)
+            server.start()
+        except (ServerError, OSError) as e:
+            warn(f"server not started: {e}")
+            return
+        self.server = server
+
+    def after_fork_in_child(self) -> None:
+        """A forked child (gunicorn, multiprocessing) gets its own socket."""
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.server = None
+        self._dumper = None
+        if self.config.server:
+            self._start_server()
+
+    # -- hooks into asyncio -----------------------------------------------------
+
+    def _patch(self) -> None:
+        agent = self
+        orig_set_running = events._set_running_loop
+
+        def _set_running_loop(loop: Any) -> None:
+            orig_set_running(loop)
+            if loop is not None:
+                try:
+                    agent.loops.on_running(loop)
+                except Exception as e:  # noqa: BLE001
+                    agent.tracker.note_error(e)
+
+        _set_running_loop.__wrapped__ = orig_set_running  # type: ignore[attr-defined]
+        self._set(events, "_set_running_loop", _set_running_loop)
+        if getattr(asyncio, "_set_running_loop", None) is orig_set_running:
+            self._set(asyncio, "_set_running_loop", _set_running_loop)
+
+        orig_init = base_events.BaseEventLoop.__init__
+
+        def __init__(loop: Any, *args: Any, **kwargs: Any) -> None:
+            orig_init(loop, *args, **kwargs)
+            try:
+                agent.loops.attach(loop)
+            except Exception as e:  # noqa: BLE001
+                agent.tracker.note_error(e)
+
+        self._set(base_events.BaseEventLoop, "__init__", __init__)
+
+        orig_stf = base_events.BaseEventLoop.set_task_factory
+
+        def set_task_factory(loop: Any, factory: Any) -> None:
+            if not is_our_factory(factory) and id(loop) in agent.loops._states:
+                try:
+                    factory = make_factory(agent.tracker, factory)
+                except Exception as e:  # noqa: BLE001
+                    agent.tracker.note_error(e)
+            orig_stf(loop, factory)
+
+        self._set(base_events.BaseEventLoop, "set_task_factory", set_task_factory)
+
+    def _set(self, owner: Any, name: str, value: Any) -> None:
+        self._patches.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
+        setattr(owner, name, value)
+
+    # -- dumps ------------------------------------------------------------------
+
+    def snapshot(self) -> Any:
+        return build_snapshot(self)
+
+    def dump_to(self, path: str) -> str:
+        data = to_json(self.snapshot())
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"), default=str)
+        os.replace(tmp, path)
+        return path
+
+    def _install_signal(self) -> None:
+        name = (self.config.dump_signal or "").upper()
+        if name in ("", "NONE", "OFF", "0"):
+            return
+        signum = getattr(signal, name if name.startswith("SIG") else "SIG" + name, None)
+        if not isinstance(signum, int):
+            warn(f"unknown dump signal {self.config.dump_signal!r}")
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            current = signal.getsignal(signum)
+        except ValueError:
+            return
+        if current not in (signal.SIG_DFL, None):
+            if self.config.verbose:
+                warn(f"{name} already has a handler; signal dumps are off")
+            return
+        self._old_signal = current
+        signal.signal(signum, self._on_signal)
+        self._signum = signum
+        self._dumper = threading.Thread(target=self._dump_loop, name="loopscope-dumper", daemon=True)
+        self._dumper.start()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # The handler runs on the main thread, between bytecodes of whatever
+        # the program is doing: do nothing but wake the dumper thread.
+        self._dump_event.set()
+
+    def _dump_loop(self) -> None:
+        while True:
+            self._dump_event.wait()
+            self._dump_event.clear()
+            if self._signum is None:
+                return
+            directory = self.config.dump_dir or (self.server.directory if self.server else default_socket_dir())
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = os.path.join(directory, f"loopscope-{os.getpid()}-{stamp}.json")
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                self.dump_to(path)
+                print(f"loopscope: dump written to {path}", file=sys.stderr)
+            except Exception as e:  # noqa: BLE001
+                self.tracker.note_error(e)
+                warn(f"dump failed: {e}")
+
+
+def install(loop: Any = None, **options: Any) -> Agent:
+    """Track every event loop in this process and start the agent's server.
+
+    Idempotent: a second call returns the running agent (and attaches
+    ``loop`` if given).  Options are the fields of ``Config``; they override
+    ``LOOPSCOPE_*`` environment variables.
+    """
+    global _agent
+    with _lock:
+        if _agent is None:
+            agent = Agent(load(**options))
+            agent.start()
+            _agent = agent
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_after_fork)
+        agent = _agent
+    if loop is not None:
+        agent.loops.attach(loop)
+        if loop.is_running():
+            agent.loops.on_running(loop)
+    return agent
+
+
+def uninstall() -> None:
+    """Remove every hook, restore task factories, stop the server."""
+    global _agent
+    with _lock:
+        agent, _agent = _agent, None
+    if agent is not None:
+        agent.stop()
+
+
+def current() -> Agent | None:
+    return _agent
+
+
+def _after_fork() -> None:
+    agent = _agent
+    if agent is not None:
+        try:
+            agent.after_fork_in_child()
+        except Exception:  # noqa: BLE001 - never break a fork
+            pass

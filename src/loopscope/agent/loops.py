@@ -1,0 +1,150 @@
+"""The loops an agent watches: task factory, heartbeat, blocked detection.
+
+A loop proves it is alive by running a tiny timer callback every
+``heartbeat`` seconds.  The server thread compares the last beat with the
+clock: a running loop silent for longer than ``blocked_after`` is blocked,
+since the moment its next beat was due, and the loop thread's current Python
+stack (``sys._current_frames``) is the code blocking it.  This needs no help
+from the blocked loop, which is the whole point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from typing import Any
+
+from ..model import LoopInfo
+from .config import Config
+from .introspect import frames_of_thread
+from .tracker import Tracker, is_our_factory, make_factory
+
+_monotonic = time.monotonic
+
+
+class LoopState:
+    """What the agent keeps about one loop; never a strong ref to the loop."""
+
+    __slots__ = ("ref", "id", "kind", "thread_id", "thread_name", "last_beat", "handle", "inner_factory", "__weakref__")
+
+    def __init__(self, loop: Any) -> None:
+        self.ref = weakref.ref(loop)
+        self.id = hex(id(loop))
+        self.kind = f"{type(loop).__module__}.{type(loop).__qualname__}"
+        self.thread_id: int | None = None
+        self.thread_name: str | None = None
+        self.last_beat = _monotonic()
+        self.handle: Any = None
+        self.inner_factory: Any = None
+
+
+class LoopRegistry:
+    def __init__(self, config: Config, tracker: Tracker) -> None:
+        self.config = config
+        self.tracker = tracker
+        self._states: dict[int, LoopState] = {}
+        self._lock = threading.Lock()
+
+    def states(self) -> list[tuple[Any, LoopState]]:
+        out = []
+        with self._lock:
+            items = list(self._states.items())
+        for key, st in items:
+            loop = st.ref()
+            if loop is None or loop.is_closed():
+                with self._lock:
+                    self._states.pop(key, None)
+                continue
+            out.append((loop, st))
+        return out
+
+    def attach(self, loop: Any) -> LoopState:
+        """Track ``loop``: chain our task factory and start its heartbeat."""
+        with self._lock:
+            st = self._states.get(id(loop))
+            if st is not None and st.ref() is loop:
+                return st
+            st = LoopState(loop)
+            self._states[id(loop)] = st
+        current = loop.get_task_factory()
+        if not is_our_factory(current):
+            st.inner_factory = current
+            loop.set_task_factory(make_factory(self.tracker, current))
+        return st
+
+    def on_running(self, loop: Any) -> None:
+        """The loop starts running in this thread: note it and start beating."""
+        st = self.attach(loop)
+        st.thread_id = threading.get_ident()
+        st.thread_name = threading.current_thread().name
+        st.last_beat = _monotonic()
+        if st.handle is None or st.handle.cancelled():
+            self._beat(weakref.ref(st))
+
+    def _beat(self, st_ref: Any) -> None:
+        st = st_ref()
+        if st is None:
+            return
+        loop = st.ref()
+        if loop is None or loop.is_closed():
+            return
+        st.last_beat = _monotonic()
+        try:
+            st.handle = loop.call_later(self.config.heartbeat, self._beat, st_ref)
+        except RuntimeError:  # loop closed under us
+            st.handle = None
+
+    def detach_all(self) -> None:
+        for loop, st in self.states():
+            if st.handle is not None:
+                st.handle.cancel()
+                st.handle = None
+            factory = loop.get_task_factory()
+            if is_our_factory(factory):
+                loop.set_task_factory(getattr(factory, "loopscope_inner", None))
+        with self._lock:
+            self._states.clear()
+
+    def created_count(self, loop: Any) -> int:
+        factory = loop.get_task_factory()
+        counter = getattr(factory, "loopscope_created", None)
+        if counter is None:
+            return 0
+        # itertools.count's repr is the only read that does not advance it
+        return int(repr(counter)[6:-1]) - 1
+
+    def info(self, loop: Any, st: LoopState, live: int | None = None) -> LoopInfo:
+        running = loop.is_running()
+        info = LoopInfo(
+            id=st.id,
+            kind=st.kind,
+            thread_id=st.thread_id,
+            thread_name=st.thread_name,
+            running=running,
+            live_tasks=live if live is not None else len(live_tasks(loop)),
+        )
+        if running:
+            silent = _monotonic() - st.last_beat - self.config.heartbeat
+            if silent > self.config.blocked_after:
+                info.blocked = True
+                info.blocked_for = silent
+                info.blocked_since = time.time() - silent
+                if st.thread_id is not None:
+                    info.blocked_stack = frames_of_thread(st.thread_id)
+        return info
+
+
+def live_tasks(loop: Any) -> list[Any]:
+    """The loop's unfinished tasks, read from any thread.
+
+    ``asyncio.all_tasks`` iterates a WeakSet on 3.11–3.13, which another
+    thread may change under us; it retries internally, and we retry too.
+    """
+    for _ in range(10):
+        try:
+            return list(asyncio.all_tasks(loop))
+        except RuntimeError:
+            continue
+    return []

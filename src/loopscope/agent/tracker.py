@@ -1,0 +1,429 @@
+"""Task tracking: creation sites and chains, cancellation sources, history.
+
+The hot path is task creation, so this module records only cheap references
+at that moment and formats nothing.  The measured alternatives, and why this
+shape won, are in BENCHMARKS.md and docs/architecture.md.  In short:
+
+* Tasks are created as ``TrackedTask``, a ``__slots__`` subclass of the C
+  ``asyncio.Task``.  Slots hold the creation *origin* (a tuple of code
+  objects and bytecode offsets, the parent's origin and the creation time).
+  ``f_lasti`` is stored instead of ``f_lineno``: turning an offset into a
+  line number decodes the code's line table, which costs more than the rest
+  of the capture, so it is done only when someone asks.
+* The subclass overrides ``cancel`` to record who cancelled the task, from
+  where, and where the victim was suspended.  Only cancellation pays for it.
+* The end of a task is recorded in ``__del__`` (chained to the C finaliser,
+  which still logs "Task was destroyed but it is pending!").  A done callback
+  would go through ``loop.call_soon`` and a ``Handle`` for every task, which
+  measured at +40 % on the spawn benchmark; ``__del__`` costs a few percent.
+  The price is that ``Outcome.ended`` is when the task was released, not
+  when it finished, for tasks something still holds.
+* Memory is bounded: creation chains stop at ``max_chain`` links, histories
+  are rings per outcome with an age limit, nothing holds a task strongly.
+
+Nothing here may raise into the host: the factory falls back to the inner
+factory if recording fails, and ``__del__``/``cancel`` swallow their own
+errors (counted in ``Tracker.errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from types import CodeType, FrameType
+from typing import Any
+
+from .config import Config
+
+_Task = asyncio.Task
+_task_del = _Task.__del__
+_task_cancel = _Task.cancel
+_getframe = sys._getframe
+_monotonic = time.monotonic
+
+try:  # 3.12+: C current_task(loop); 3.11: the C module's dict of current tasks
+    from _asyncio import current_task as _c_current_task  # type: ignore[attr-defined]
+
+    if sys.version_info < (3, 12):
+        raise ImportError
+    _current_task: Callable[[Any], Any] = _c_current_task
+except ImportError:  # pragma: no cover - depends on the interpreter
+    try:
+        from _asyncio import _current_tasks  # type: ignore[attr-defined]
+
+        _current_task = _current_tasks.get
+    except ImportError:
+        _current_task = asyncio.current_task
+
+# Frames in these directories are skipped when looking for a creation site:
+# asyncio's own (create_task, ensure_future, gather, TaskGroup) and ours.
+_SKIP_DIRS = (
+    os.path.dirname(asyncio.__file__) + os.sep,
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+)
+_skip_cache: dict[str, bool] = {}
+
+
+def _is_skipped(filename: str) -> bool:
+    skipped = filename.startswith(_SKIP_DIRS) or filename == "<frozen runpy>"
+    if len(_skip_cache) < 10_000:
+        _skip_cache[filename] = skipped
+    return skipped
+
+
+# An origin is a tuple, built once per task and never mutated:
+#   (frames, parent_origin, parent_id, parent_name, created_mono, depth, truncated)
+# ``frames`` is a flat tuple (code0, lasti0, code1, lasti1, ...), innermost first.
+Origin = tuple
+O_FRAMES, O_PARENT, O_PARENT_ID, O_PARENT_NAME, O_CREATED, O_DEPTH, O_TRUNC = range(7)
+
+# A raw cancel record, built by ``TrackedTask.cancel``:
+#   [at_mono, by_task_id, by_task_name, by_frames, message, victim_frames, count, recorded]
+C_AT, C_BY_ID, C_BY_NAME, C_BY_FRAMES, C_MSG, C_VICTIM, C_COUNT, C_RECORDED = range(8)
+
+
+def _caller_frames(depth: int) -> tuple:
+    """The ``depth`` innermost user frames of the creating code, as raw refs.
+
+    Frame 0 is this function, 1 ``make_origin``, 2 the factory, 3 whoever
+    called the factory (``loop.create_task``); the walk then skips asyncio's
+    and loopscope's frames.
+    """
+    f: FrameType | None = _getframe(3)
+    skip_get = _skip_cache.get
+    while f is not None:
+        fn = f.f_code.co_filename
+        s = skip_get(fn)
+        if s is None:
+            s = _is_skipped(fn)
+        if not s:
+            break
+        f = f.f_back
+    if f is None:
+        return ()
+    if depth == 1:
+        return (f.f_code, f.f_lasti)
+    out: list = []
+    while f is not None and len(out) < 2 * depth:
+        out.append(f.f_code)
+        out.append(f.f_lasti)
+        f = f.f_back
+    return tuple(out)
+
+
+def raw_stack_of_frame(f: FrameType | None, limit: int) -> tuple:
+    """A frame and its callers as a flat (code, lasti, …) tuple, innermost first."""
+    out: list = []
+    while f is not None and len(out) < 2 * limit:
+        out.append(f.f_code)
+        out.append(f.f_lasti)
+        f = f.f_back
+    return tuple(out)
+
+
+def raw_coro_stack(coro: Any, limit: int) -> tuple:
+    """A suspended coroutine's chain as (code, lasti, …), innermost first."""
+    out: list = []
+    while coro is not None and len(out) < 2 * limit:
+        frame = getattr(coro, "cr_frame", None)
+        if frame is not None:
+            nxt = coro.cr_await
+        else:
+            frame = getattr(coro, "gi_frame", None)
+            if frame is None:
+                frame = getattr(coro, "ag_frame", None)
+                nxt = getattr(coro, "ag_await", None)
+            else:
+                nxt = coro.gi_yieldfrom
+        if frame is None:
+            break
+        out.append(frame.f_code)
+        out.append(frame.f_lasti)
+        coro = nxt
+    # collected outermost first; flip pairs so the innermost frame comes first
+    pairs = [out[i : i + 2] for i in range(0, len(out), 2)]
+    pairs.reverse()
+    return tuple(x for p in pairs for x in p)
+
+
+class Tracker:
+    """Process-wide state shared by every tracked loop: history and counters."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        size = max(1, config.history_size)
+        self.done: collections.deque = collections.deque(maxlen=size)
+        self.failed: collections.deque = collections.deque(maxlen=size)
+        self.cancelled: collections.deque = collections.deque(maxlen=size)
+        self.errors = 0
+        self.last_error: str | None = None
+        self.enabled = True
+        self.mono0 = _monotonic()
+        self.wall0 = time.time()
+        # Tasks made by a foreign factory we chain to cannot carry slots.
+        self.foreign: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Cancelled tasks are often still referenced (``t.cancel(); await t``)
+        # so __del__ comes late; these weakrefs let a query record them as
+        # soon as they are done.  Bounded: cancellation is the rare path.
+        self.cancelling: collections.deque = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.task_class, self.eager_task_class = _make_task_classes(self)
+
+    def wall(self, mono: float) -> float:
+        return self.wall0 + (mono - self.mono0)
+
+    def note_error(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def origin_of(self, task: Any) -> Origin | None:
+        origin = getattr(task, "_ls_origin", None)
+        if origin is None and not isinstance(task, self.task_class):
+            try:
+                origin = self.foreign.get(task)
+            except TypeError:
+                origin = None
+        return origin
+
+    def cancel_of(self, task: Any) -> list | None:
+        return getattr(task, "_ls_cancel", None)
+
+    def make_origin(self, loop: Any) -> Origin:
+        """Called from the factory (frame depth matters: see _caller_frames)."""
+        frames = _caller_frames(self.config.creation_frames)
+        parent = _current_task(loop)
+        if parent is None:
+            return (frames, None, None, None, _monotonic(), 0, False)
+        porigin = getattr(parent, "_ls_origin", None)
+        if porigin is None:
+            return (frames, None, id(parent), parent.get_name(), _monotonic(), 1, False)
+        depth = porigin[O_DEPTH] + 1
+        if depth >= self.config.max_chain:
+            # Keep the parent's link, drop the grandparents: bounded memory.
+            porigin = porigin[:1] + (None,) + porigin[2:5] + (porigin[O_DEPTH], True)
+            depth = porigin[O_DEPTH] + 1
+        return (frames, porigin, id(parent), parent.get_name(), _monotonic(), depth, False)
+
+    def harvest(self) -> None:
+        """Record cancelled tasks that are done but not yet released."""
+        for ref in list(self.cancelling):
+            task = ref()
+            if task is not None and task.done():
+                rec = getattr(task, "_ls_cancel", None)
+                if rec is not None and not rec[C_RECORDED]:
+                    self.record_end(task)
+            if task is None or task.done():
+                try:
+                    self.cancelling.remove(ref)
+                except ValueError:
+                    pass
+
+    def record_end(self, task: Any) -> None:
+        """Move a finished (or collected-while-pending) task into history."""
+        if not self.enabled:
+            return
+        origin = getattr(task, "_ls_origin", None)
+        cancel = getattr(task, "_ls_cancel", None)
+        if cancel is not None:
+            if cancel[C_RECORDED]:
+                return
+            if task.done():
+                cancel[C_RECORDED] = True
+        now = _monotonic()
+        try:
+            if not task.done():
+                ring, state, extra = self.failed, "destroyed-pending", None
+            elif task.cancelled():
+                ring, state, extra = self.cancelled, "cancelled", None
+            else:
+                # ``_exception`` rather than ``exception()``: the method marks
+                # the exception as retrieved and would silence asyncio's
+                # "Task exception was never retrieved" log in the host.
+                exc = task._exception
+                if exc is None:
+                    ring, state, extra = self.done, "done", None
+                else:
+                    ring, state = self.failed, "failed"
+                    extra = _exception_summary(exc, self.config.max_frames)
+        except BaseException as e:  # noqa: BLE001 - never raise into the host
+            self.note_error(e)
+            return
+        coro = task.get_coro()
+        coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
+        ring.append((id(task), task.get_name(), coro_name, origin, cancel, state, now, extra))
+        ttl = self.config.history_age
+        if ttl > 0:
+            while ring and now - ring[0][6] > ttl:
+                ring.popleft()
+
+    def history(self) -> list[tuple]:
+        """All history entries, oldest first (copies are atomic under the GIL)."""
+        now = _monotonic()
+        ttl = self.config.history_age
+        self.harvest()
+        items = list(self.done) + list(self.failed) + list(self.cancelled)
+        if ttl > 0:
+            items = [it for it in items if now - it[6] <= ttl]
+        items.sort(key=lambda it: it[6])
+        return items
+
+
+def _exception_summary(exc: BaseException, limit: int) -> tuple:
+    """Type, truncated message and raw traceback of a task's exception."""
+    try:
+        message = str(exc)[:500]
+    except BaseException:  # noqa: BLE001 - a broken __str__ must not hurt
+        message = "<unprintable>"
+    frames: list = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code)
+        frames.append(tb.tb_lasti)
+        tb = tb.tb_next
+    # innermost first, bounded
+    pairs = [frames[i : i + 2] for i in range(0, len(frames), 2)][-limit:]
+    pairs.reverse()
+    return (type(exc).__qualname__, message, tuple(x for p in pairs for x in p))
+
+
+def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
+    """Build the Task subclasses bound to one tracker.
+
+    A closure rather than module-level classes so that uninstall/reinstall and
+    tests with separate trackers never share state through class attributes.
+    """
+    record_end = tracker.record_end
+    cfg = tracker.config
+
+    class TrackedTask(_Task):  # type: ignore[misc,valid-type]
+        """asyncio.Task with two slots; behaves exactly like asyncio.Task."""
+
+        __slots__ = ("_ls_origin", "_ls_cancel")
+
+        def cancel(self, msg: Any = None) -> bool:
+            try:
+                if not self.done():
+                    _record_cancel(self, msg)
+            except BaseException as e:  # noqa: BLE001
+                tracker.note_error(e)
+            return _task_cancel(self, msg)
+
+        def __del__(self) -> None:
+            try:
+                record_end(self)
+            except BaseException as e:  # noqa: BLE001
+                tracker.note_error(e)
+            _task_del(self)
+
+    class EagerTrackedTask(TrackedTask):
+        """Eager tasks run their first step inside __init__, so the origin
+        must be set before that step creates children of its own."""
+
+        __slots__ = ()
+
+        def __init__(self, coro: Any, *, loop: Any = None, **kwargs: Any) -> None:
+            try:
+                self._ls_origin = tracker.make_origin(loop)
+            except BaseException as e:  # noqa: BLE001
+                tracker.note_error(e)
+            super().__init__(coro, loop=loop, **kwargs)
+
+    def _record_cancel(task: Any, msg: Any) -> None:
+        rec = getattr(task, "_ls_cancel", None)
+        if rec is not None:
+            rec[C_COUNT] += 1
+            return
+        loop = task.get_loop()
+        by = _current_task(loop)
+        by_frames = raw_stack_of_frame(_getframe(2), cfg.max_frames)
+        victim = raw_coro_stack(task.get_coro(), cfg.max_frames)
+        task._ls_cancel = [
+            _monotonic(),
+            id(by) if by is not None else None,
+            by.get_name() if by is not None else None,
+            by_frames,
+            None if msg is None else str(msg)[:500],
+            victim,
+            1,
+            False,
+        ]
+        tracker.cancelling.append(weakref.ref(task))
+
+    TrackedTask.__module__ = EagerTrackedTask.__module__ = "loopscope.agent.tracker"
+    return TrackedTask, EagerTrackedTask
+
+
+def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable[..., Any]:
+    """A task factory that records origins, chaining to ``inner`` if given.
+
+    The default path constructs ``TrackedTask`` directly; with an eager inner
+    factory it builds an eager factory over ``EagerTrackedTask``; with any
+    other inner factory, that factory makes the task and the origin goes into
+    a weak side table (slower, but correct).
+    """
+    cls = tracker.task_class
+    make_origin = tracker.make_origin
+    counter = itertools.count(1)
+    bump = counter.__next__
+
+    if inner is None:
+
+        def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            task = cls(coro, loop=loop, **kwargs)
+            try:
+                task._ls_origin = make_origin(loop)
+                bump()
+            except BaseException as e:  # noqa: BLE001
+                tracker.note_error(e)
+            return task
+
+    else:
+        eager = _eager_factory_for(tracker, inner)
+
+        def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            if eager is not None:
+                return eager(loop, coro, **kwargs)
+            task = inner(loop, coro, **kwargs)
+            try:
+                origin = make_origin(loop)
+                if isinstance(task, cls):
+                    task._ls_origin = origin
+                else:
+                    tracker.foreign[task] = origin
+                bump()
+            except BaseException as e:  # noqa: BLE001
+                tracker.note_error(e)
+            return task
+
+    loopscope_task_factory.loopscope_inner = inner  # type: ignore[attr-defined]
+    loopscope_task_factory.loopscope_created = counter  # type: ignore[attr-defined]
+    return loopscope_task_factory
+
+
+def _eager_factory_for(tracker: Tracker, inner: Callable[..., Any]) -> Callable[..., Any] | None:
+    """If ``inner`` is asyncio's eager factory, an equivalent over our class."""
+    eager = getattr(asyncio, "eager_task_factory", None)
+    if eager is None or inner is not eager:
+        return None
+    return asyncio.create_eager_task_factory(tracker.eager_task_class)  # type: ignore[attr-defined]
+
+
+def is_our_factory(factory: Any) -> bool:
+    return callable(factory) and getattr(factory, "__name__", "") == "loopscope_task_factory"
+
+
+def code_lineno(code: CodeType, lasti: int) -> int:
+    """Line number for a bytecode offset, decoded only when asked."""
+    if lasti < 0:
+        return code.co_firstlineno
+    for start, end, line in code.co_lines():
+        if start <= lasti < end and line is not None:
+            return line
+    return code.co_firstlineno
