@@ -170,3 +170,14 @@ def group(tasks: Iterable[TaskInfo], by: str, flt: TaskFilter | None = None) -> 
             if g.newest_age is None or t.age < g.newest_age:
                 g.newest_age = t.age
     return sorted(groups.values(), key=lambda g: (-g.count, g.key))
+
+
+def select_history(tasks: list[TaskInfo], flt: TaskFilter, sort: str | None, limit: int | None) -> tuple[int, list[TaskInfo]]:
+    """History pages: most recently ended first unless a sort is given."""
+    if sort:
+        return select(tasks, flt, sort, limit)
+    matched = [t for t in tasks if flt.matches(t)]
+    matched.sort(key=lambda t: t.outcome.ended if t.outcome else 0.0, reverse=True)
+    if limit is not None and limit < 0:
+        raise QueryError("limit must not be negative")
+    return len(matched), matched[:limit]

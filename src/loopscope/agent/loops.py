@@ -27,13 +27,14 @@ _monotonic = time.monotonic
 class LoopState:
     """What the agent keeps about one loop; never a strong ref to the loop."""
 
-    __slots__ = ("ref", "id", "kind", "thread_id", "thread_name", "last_beat", "handle", "inner_factory", "__weakref__")
+    __slots__ = ("ref", "id", "kind", "thread_id", "thread_ident", "thread_name", "last_beat", "handle", "inner_factory", "__weakref__")
 
     def __init__(self, loop: Any) -> None:
         self.ref = weakref.ref(loop)
         self.id = hex(id(loop))
         self.kind = f"{type(loop).__module__}.{type(loop).__qualname__}"
-        self.thread_id: int | None = None
+        self.thread_id: int | None = None  # native id, as ps/top show it
+        self.thread_ident: int | None = None  # Python's, for sys._current_frames
         self.thread_name: str | None = None
         self.last_beat = _monotonic()
         self.handle: Any = None
@@ -77,7 +78,8 @@ class LoopRegistry:
     def on_running(self, loop: Any) -> None:
         """The loop starts running in this thread: note it and start beating."""
         st = self.attach(loop)
-        st.thread_id = threading.get_ident()
+        st.thread_id = threading.get_native_id()
+        st.thread_ident = threading.get_ident()
         st.thread_name = threading.current_thread().name
         st.last_beat = _monotonic()
         if st.handle is None or st.handle.cancelled():
@@ -131,8 +133,8 @@ class LoopRegistry:
                 info.blocked = True
                 info.blocked_for = silent
                 info.blocked_since = time.time() - silent
-                if st.thread_id is not None:
-                    info.blocked_stack = frames_of_thread(st.thread_id)
+                if st.thread_ident is not None:
+                    info.blocked_stack = frames_of_thread(st.thread_ident)
         return info
 
 

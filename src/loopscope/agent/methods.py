@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..model import DUMP_FORMAT, SCHEMA_VERSION, Hello, Snapshot, TaskInfo, TaskPage, to_json
 from ..protocol import FORBIDDEN, INVALID_PARAMS, METHOD_NOT_FOUND, NOT_FOUND, PROTOCOL_VERSION, RPCError
-from ..query import QueryError, TaskFilter, group, select
+from ..query import QueryError, TaskFilter, group, select, select_history
 from .introspect import task_id
 from .loops import live_tasks
 from .tracker import _current_task
@@ -191,12 +191,12 @@ class Methods:
             raise RPCError(INVALID_PARAMS, f"kind: one of {', '.join(HISTORY_KINDS)}")
         flt = TaskFilter.from_params(_param(params, "filter", dict, {}))
         limit = _param(params, "limit", int)
-        sort = _param(params, "sort", str) or "created"
+        sort = _param(params, "sort", str)
         detail = bool(_param(params, "detail", bool, False))
         now = time.monotonic()
         entries = self._history(kind)
         infos = [self.agent.introspector.history_info(e, now, detail) for e in entries]
-        matched, page = select(infos, flt, sort if sort != "created" else "-created", limit)
+        matched, page = select_history(infos, flt, sort, limit)
         return {"total": len(infos), "matched": matched, "tasks": to_json(page)}
 
     def stats(self, params: dict[str, Any]) -> Any:

@@ -66,7 +66,13 @@ except ImportError:  # pragma: no cover - depends on the interpreter
 # asyncio's own (create_task, ensure_future, gather, TaskGroup) and ours.
 _SKIP_DIRS = (
     os.path.dirname(asyncio.__file__) + os.sep,
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+)
+# Where a cancel() caller's stack stops: below these is the loop's machinery
+# (Handle._run, _run_once, run_forever, asyncio.run), the same for everyone.
+_LOOP_MACHINERY = frozenset(
+    os.path.join(os.path.dirname(asyncio.__file__), name)
+    for name in ("events.py", "base_events.py", "runners.py", "unix_events.py", "selector_events.py")
 )
 _skip_cache: dict[str, bool] = {}
 
@@ -119,9 +125,12 @@ def _caller_frames(depth: int) -> tuple:
 
 
 def raw_stack_of_frame(f: FrameType | None, limit: int) -> tuple:
-    """A frame and its callers as a flat (code, lasti, …) tuple, innermost first."""
+    """A frame and its callers as a flat (code, lasti, …) tuple, innermost
+    first, stopping where the event loop's own machinery begins."""
     out: list = []
     while f is not None and len(out) < 2 * limit:
+        if f.f_code.co_filename in _LOOP_MACHINERY:
+            break
         out.append(f.f_code)
         out.append(f.f_lasti)
         f = f.f_back

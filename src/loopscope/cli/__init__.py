@@ -1,0 +1,1 @@
+"""The ``loopscope`` command (runs outside the monitored process)."""
