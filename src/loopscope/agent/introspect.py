@@ -255,7 +255,8 @@ def _sleep_target(frame: Any) -> WaitTarget:
         remaining = None
         if handle is not None and hasattr(handle, "when"):
             remaining = max(0.0, handle.when() - handle._loop.time())
-        desc = f"sleep({delay})" if delay is not None else "sleep"
+        shown = f"{delay:.3g}" if isinstance(delay, float) else repr(delay)
+        desc = f"sleep({shown})" if delay is not None else "sleep"
         return WaitTarget("sleep", desc, deadline_in=remaining)
     except Exception:  # noqa: BLE001
         return WaitTarget("sleep", "sleep")
