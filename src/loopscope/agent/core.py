@@ -36,6 +36,7 @@ from .tracker import Tracker, is_our_factory, make_factory
 
 _lock = threading.Lock()
 _agent: Agent | None = None
+_fork_hook_registered = False
 
 
 class Agent:
@@ -217,14 +218,15 @@ def install(loop: Any = None, **options: Any) -> Agent:
     ``loop`` if given).  Options are the fields of ``Config``; they override
     ``LOOPSCOPE_*`` environment variables.
     """
-    global _agent
+    global _agent, _fork_hook_registered
     with _lock:
         if _agent is None:
             agent = Agent(load(**options))
             agent.start()
             _agent = agent
-            if hasattr(os, "register_at_fork"):
+            if not _fork_hook_registered and hasattr(os, "register_at_fork"):
                 os.register_at_fork(after_in_child=_after_fork)
+                _fork_hook_registered = True
         agent = _agent
     if loop is not None:
         agent.loops.attach(loop)

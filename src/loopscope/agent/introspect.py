@@ -82,7 +82,10 @@ class Interner:
 
     def __init__(self) -> None:
         self._frames: dict[tuple[CodeType, int], Frame] = {}
-        self._sites: dict[tuple, Site] = {}
+        # keyed by (id(code), lasti): hashing a code object hashes its
+        # bytecode and constants, far too slow for 100,000 lookups; the
+        # stored code object guards against a recycled id.
+        self._sites: dict[tuple[int, int], tuple[CodeType, Site]] = {}
         self._next_site = 1
 
     def frame(self, code: CodeType, lasti: int) -> Frame:
@@ -107,15 +110,17 @@ class Interner:
     def site(self, raw: tuple) -> Site | None:
         if not raw:
             return None
-        key = raw[:2]
-        site = self._sites.get(key)
-        if site is None:
-            if len(self._sites) > self.LIMIT:
-                self._sites.clear()
-            fr = self.frame(raw[0], raw[1])
-            site = Site(self._next_site, fr.function, fr.filename, fr.lineno)
-            self._next_site += 1
-            self._sites[key] = site
+        code = raw[0]
+        key = (id(code), raw[1])
+        hit = self._sites.get(key)
+        if hit is not None and hit[0] is code:
+            return hit[1]
+        if len(self._sites) > self.LIMIT:
+            self._sites.clear()
+        fr = self.frame(code, raw[1])
+        site = Site(self._next_site, fr.function, fr.filename, fr.lineno)
+        self._next_site += 1
+        self._sites[key] = (code, site)
         return site
 
 

@@ -9,6 +9,7 @@ and only then walk stacks for the page they return, so ``ps --limit 50`` on
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import platform
 import sys
@@ -16,12 +17,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..model import DUMP_FORMAT, SCHEMA_VERSION, Hello, Snapshot, TaskInfo, TaskPage, to_json
+from ..model import DUMP_FORMAT, SCHEMA_VERSION, Hello, Snapshot, StatGroup, TaskInfo, TaskPage, to_json
 from ..protocol import FORBIDDEN, INVALID_PARAMS, METHOD_NOT_FOUND, NOT_FOUND, PROTOCOL_VERSION, RPCError
-from ..query import QueryError, TaskFilter, group, select, select_history
+from ..query import QueryError, TaskFilter, group, parse_sort, select, select_history
 from .introspect import task_id
 from .loops import live_tasks
-from .tracker import _current_task
+from .tracker import O_CREATED, O_FRAMES, _current_task
 
 if TYPE_CHECKING:
     from .core import Agent
@@ -80,6 +81,50 @@ class Methods:
             loops.append(ag.loops.info(loop, st, live=len(tasks)))
         return rows, loops
 
+    def _raw(self) -> tuple[list[tuple[Any, str, Any]], list[Any]]:
+        """(task, loop id, loop's current task) for every live task: no
+        per-task work beyond what all_tasks does."""
+        ag = self.agent
+        rows: list[tuple[Any, str, Any]] = []
+        loops = []
+        for loop, st in ag.loops.states():
+            tasks = live_tasks(loop)
+            current = _current_task(loop)
+            rows.extend((t, st.id, current) for t in tasks)
+            loops.append(ag.loops.info(loop, st, live=len(tasks)))
+        return rows, loops
+
+    def _page(self, flt: TaskFilter, sort: str | None, limit: int | None, offset: int) -> tuple[int, int, list[tuple[TaskInfo, Any]], list[Any]]:
+        """(total, matched, page of (info, task), loops).
+
+        Unfiltered pages sorted by age or creation time are picked with a
+        heap on the raw creation time, so only the page's rows are built:
+        ``ps --sort age --limit 50`` on 100,000 tasks builds 50 records.
+        """
+        key, desc = parse_sort(sort)
+        if offset < 0 or (limit is not None and limit < 0):
+            raise RPCError(INVALID_PARAMS, "limit and offset must not be negative")
+        if not flt.to_params() and limit is not None and key in ("age", "created"):
+            rows, loops = self._raw()
+            origin_of = self.agent.tracker.origin_of
+            inf = float("inf")
+            oldest_first = desc if key == "age" else not desc
+
+            def created(row: tuple[Any, str, Any]) -> float:
+                o = origin_of(row[0])
+                if o is None:
+                    return inf
+                return o[O_CREATED] if oldest_first else -o[O_CREATED]
+
+            picked = heapq.nsmallest(offset + limit, rows, key=created)[offset:]
+            now = time.monotonic()
+            light = self.agent.introspector.light
+            return len(rows), len(rows), [(light(t, lid, cur, now), t) for t, lid, cur in picked], loops
+        all_rows, loops = self._live()
+        by_info = {id(info): task for info, task in all_rows}
+        matched, page = select([r[0] for r in all_rows], flt, sort, limit, offset)
+        return len(all_rows), matched, [(info, by_info[id(info)]) for info in page], loops
+
     def _find(self, ref: Any) -> tuple[TaskInfo, Any]:
         if not isinstance(ref, str) or not ref:
             raise RPCError(INVALID_PARAMS, "task: expected a task id (0x…) or name")
@@ -125,13 +170,11 @@ class Methods:
         detail = _param(params, "detail", str, "summary") or "summary"
         if detail not in ("summary", "stacks"):
             raise RPCError(INVALID_PARAMS, "detail: 'summary' or 'stacks'")
-        rows, loops = self._live()
-        by_info = {id(info): task for info, task in rows}
-        matched, page = select([r[0] for r in rows], flt, sort, limit, offset)
+        total, matched, page, loops = self._page(flt, sort, limit, offset)
         if detail == "stacks":
-            for info in page:
-                self.agent.introspector.fill(info, by_info[id(info)])
-        return to_json(TaskPage(total=len(rows), matched=matched, tasks=page, loops=loops))
+            for info, task in page:
+                self.agent.introspector.fill(info, task)
+        return to_json(TaskPage(total=total, matched=matched, tasks=[p[0] for p in page], loops=loops))
 
     def tasks_get(self, params: dict[str, Any]) -> Any:
         ref = params.get("task")
@@ -153,13 +196,11 @@ class Methods:
         flt = TaskFilter.from_params(_param(params, "filter", dict, {}))
         sort = _param(params, "sort", str)
         limit = _param(params, "limit", int)
-        rows, loops = self._live()
-        by_info = {id(info): task for info, task in rows}
-        matched, page = select([r[0] for r in rows], flt, sort, limit)
+        total, matched, page, loops = self._page(flt, sort, limit, 0)
         fill = self.agent.introspector.fill
-        for info in page:
-            fill(info, by_info[id(info)], awaiter_stacks=False)
-        return to_json(TaskPage(total=len(rows), matched=matched, tasks=page, loops=loops))
+        for info, task in page:
+            fill(info, task, awaiter_stacks=False)
+        return to_json(TaskPage(total=total, matched=matched, tasks=[p[0] for p in page], loops=loops))
 
     def tasks_cancel(self, params: dict[str, Any]) -> Any:
         if not self.agent.config.allow_cancel:
@@ -202,9 +243,47 @@ class Methods:
     def stats(self, params: dict[str, Any]) -> Any:
         by = _param(params, "by", str, "site") or "site"
         flt = TaskFilter.from_params(_param(params, "filter", dict, {}))
+        if by == "site" and not flt.to_params():
+            return self._stats_by_site()
         rows, loops = self._live()
         groups = group((r[0] for r in rows), by, flt)
         return {"by": by, "total": len(rows), "groups": to_json(groups), "loops": to_json(loops)}
+
+    def _stats_by_site(self) -> Any:
+        """Group on the raw (code, offset) of each origin: no records built."""
+        rows, loops = self._raw()
+        origin_of = self.agent.tracker.origin_of
+        acc: dict[Any, list[Any]] = {}
+        for task, _lid, _cur in rows:
+            o = origin_of(task)
+            frames = o[O_FRAMES] if o is not None else ()
+            key = (id(frames[0]), frames[1]) if frames else None
+            g = acc.get(key)
+            created = o[O_CREATED] if o is not None else None
+            if g is None:
+                acc[key] = [1, created, created, frames]
+            else:
+                g[0] += 1
+                if created is not None:
+                    if created < g[1]:
+                        g[1] = created
+                    if created > g[2]:
+                        g[2] = created
+        now = time.monotonic()
+        groups = []
+        for key, (count, oldest, newest, frames) in acc.items():
+            site = self.agent.introspector.interner.site(frames) if frames else None
+            groups.append(
+                StatGroup(
+                    site.label() if site else "(unknown: created before loopscope)",
+                    count,
+                    now - oldest if oldest is not None else None,
+                    now - newest if newest is not None else None,
+                    site.id if site else None,
+                )
+            )
+        groups.sort(key=lambda g: (-g.count, g.key))
+        return {"by": "site", "total": len(rows), "groups": to_json(groups), "loops": to_json(loops)}
 
     def snapshot(self, params: dict[str, Any]) -> Any:
         return to_json(self.agent.snapshot())
