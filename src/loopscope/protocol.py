@@ -8,7 +8,9 @@ only: the agent's server imports this module.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterator
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -53,8 +55,86 @@ def request(req_id: int, method: str, params: dict[str, Any] | None = None) -> b
     return encode(msg)
 
 
+class RawJSON(str):
+    """Text that is already JSON: the encoder copies it as is."""
+
+
+class RawJSONList(list):  # type: ignore[type-arg]
+    """A list of plain ``str`` pieces, each already JSON.
+
+    Plain strings are not tracked by the garbage collector (instances of a
+    str subclass are), so a page of 100,000 encoded records is one tracked
+    object, not 100,000: holding it does not provoke a full collection,
+    which would run in our thread while holding the GIL and stall the loop.
+    """
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
+def dumps_piecewise(obj: Any) -> str:
+    """JSON text of ``obj``, encoded one small piece at a time.
+
+    ``json.dumps`` of a large result is a single C call that holds the GIL
+    from start to end; inside a monitored process that stalls the event loop
+    for as long.  Here dicts and lists are walked in Python and each record
+    (dataclass) is encoded on its own, so the loop gets the GIL back between
+    pieces.
+    """
+    if isinstance(obj, RawJSON):
+        return obj
+    if isinstance(obj, RawJSONList):
+        return "[" + ",".join(obj) + "]"
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _dumps(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return "{" + ",".join(_dumps(str(k)) + ":" + dumps_piecewise(v) for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(dumps_piecewise(v) for v in obj) + "]"
+    return _dumps(obj)
+
+
+def iter_piecewise(obj: Any) -> Iterator[str]:
+    """``dumps_piecewise`` as a stream of fragments (no big final string)."""
+    if isinstance(obj, RawJSONList):
+        yield "["
+        for i, piece in enumerate(obj):
+            yield "," + piece if i else piece
+        yield "]"
+    elif isinstance(obj, dict):
+        yield "{"
+        for i, (k, v) in enumerate(obj.items()):
+            yield ("," if i else "") + _dumps(str(k)) + ":"
+            yield from iter_piecewise(v)
+        yield "}"
+    elif isinstance(obj, list):
+        yield "["
+        for i, v in enumerate(obj):
+            if i:
+                yield ","
+            yield from iter_piecewise(v)
+        yield "]"
+    else:
+        yield dumps_piecewise(obj)
+
+
 def response(req_id: Any, result: Any) -> bytes:
-    return encode({"jsonrpc": "2.0", "id": req_id, "result": result})
+    return b"".join(response_chunks(req_id, result))
+
+
+def response_chunks(req_id: Any, result: Any, size: int = 1 << 18) -> Iterator[bytes]:
+    """A response line in chunks of about ``size`` bytes, so that neither
+    building nor sending a 50 MB answer is one long C call under the GIL."""
+    buf: list[str] = ['{"jsonrpc":"2.0","id":', _dumps(req_id), ',"result":']
+    n = 0
+    for piece in iter_piecewise(result):
+        buf.append(piece)
+        n += len(piece)
+        if n >= size:
+            yield "".join(buf).encode()
+            buf, n = [], 0
+    buf.append("}\n")
+    yield "".join(buf).encode()
 
 
 def error_response(req_id: Any, err: RPCError) -> bytes:

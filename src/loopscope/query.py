@@ -8,8 +8,11 @@ it over a dump file.  Standard library only, because the agent imports it.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .model import StatGroup, TaskInfo
 
@@ -124,60 +127,97 @@ def parse_sort(sort: str | None) -> tuple[str, bool]:
     return key, desc
 
 
-def _sort_value(key: str):  # type: ignore[no-untyped-def]
-    if key == "age":
-        return lambda t: (t.age is None, t.age or 0.0)
-    if key == "created":
-        return lambda t: (t.created is None, t.created or 0.0)
-    if key == "site":
-        return lambda t: (t.site is None, t.site or "")
-    return lambda t: getattr(t, key)
+def sort_key(sort: str | None) -> tuple[Callable[[TaskInfo], tuple], bool]:
+    """(key function, reverse) for a sort spec; unknown values sort last
+    whichever the direction, and age sorts oldest first by default."""
+    key, desc = parse_sort(sort)
+    if key in ("age", "created"):
+
+        def num(t: TaskInfo) -> tuple:
+            v = getattr(t, key)
+            return (v is None, -v if (v is not None and desc) else (v or 0.0))
+
+        return num, False
+
+    def text(t: TaskInfo) -> tuple:
+        v = getattr(t, key)
+        return ((v is not None) if desc else (v is None), v or "")
+
+    return text, desc
+
+
+CHUNK = 4096
+
+
+def pick(pairs: list[tuple[Any, int]], limit: int | None, offset: int, reverse: bool) -> list[int]:
+    """Indices of the requested page from (sort key, index) pairs.
+
+    Built to run inside a monitored process next to its event loop: with a
+    limit it keeps a heap of ``offset + limit``; without one it sorts chunks
+    and merges them lazily, so no single C-level sort holds the GIL (and
+    stalls the loop) for the whole list.
+    """
+    if offset < 0 or (limit is not None and limit < 0):
+        raise QueryError("limit and offset must not be negative")
+    if limit is not None:
+        n = offset + limit
+        best = heapq.nlargest(n, pairs) if reverse else heapq.nsmallest(n, pairs)
+        return [i for _, i in best[offset:]]
+    chunks = [sorted(pairs[i : i + CHUNK], reverse=reverse) for i in range(0, len(pairs), CHUNK)]
+    merged = heapq.merge(*chunks, reverse=reverse)
+    return [i for _, i in itertools.islice(merged, offset, None)]
 
 
 def select(tasks: Iterable[TaskInfo], flt: TaskFilter, sort: str | None, limit: int | None, offset: int = 0) -> tuple[int, list[TaskInfo]]:
     """Filter, sort and page; returns (number matched, the page)."""
-    key, desc = parse_sort(sort)
-    matched = [t for t in tasks if flt.matches(t)]
-    if key == "age" and desc:
-        # oldest first; untracked tasks (age unknown) last
-        matched.sort(key=lambda t: (t.age is None, -(t.age or 0.0)))
-    else:
-        matched.sort(key=_sort_value(key), reverse=desc)
-    if offset < 0 or (limit is not None and limit < 0):
-        raise QueryError("limit and offset must not be negative")
-    end = None if limit is None else offset + limit
-    return len(matched), matched[offset:end]
+    items = list(tasks)
+    keyfn, reverse = sort_key(sort)
+    pairs = [(keyfn(t), i) for i, t in enumerate(items) if flt.matches(t)]
+    return len(pairs), [items[i] for i in pick(pairs, limit, offset, reverse)]
 
 
-def group(tasks: Iterable[TaskInfo], by: str, flt: TaskFilter | None = None) -> list[StatGroup]:
+def group(tasks: Iterable[TaskInfo], by: str, flt: TaskFilter | None = None, limit: int | None = None) -> list[StatGroup]:
     """Count tasks per key with their oldest and newest ages, biggest first."""
+    return list(ranked_groups(tasks, by, flt, limit))
+
+
+def ranked_groups(tasks: Iterable[TaskInfo], by: str, flt: TaskFilter | None = None, limit: int | None = None) -> Iterator[StatGroup]:
+    """``group``, lazily: records are made one at a time as they are read.
+
+    Accumulates in dicts of plain numbers (which the garbage collector does
+    not track) and ranks with ``pick``; inside the agent, 100,000 distinct
+    names must not mean 100,000 live objects or one long C-level sort.
+    """
     if by not in GROUP_KEYS:
         raise QueryError(f"cannot group by {by!r} (one of: {', '.join(GROUP_KEYS)})")
-    groups: dict[str, StatGroup] = {}
+    counts: dict[str, int] = {}
+    oldest: dict[str, float] = {}
+    newest: dict[str, float] = {}
+    site_ids: dict[str, int] = {}
     for t in tasks:
         if flt is not None and not flt.matches(t):
             continue
         key = getattr(t, by)
         if key is None:
             key = "(unknown: created before loopscope)" if by == "site" else "(none)"
-        g = groups.get(key)
-        if g is None:
-            g = groups[key] = StatGroup(key, 0, None, None, t.site_id if by == "site" else None)
-        g.count += 1
+        counts[key] = counts.get(key, 0) + 1
+        if by == "site" and t.site_id is not None:
+            site_ids[key] = t.site_id
         if t.age is not None:
-            if g.oldest_age is None or t.age > g.oldest_age:
-                g.oldest_age = t.age
-            if g.newest_age is None or t.age < g.newest_age:
-                g.newest_age = t.age
-    return sorted(groups.values(), key=lambda g: (-g.count, g.key))
+            if t.age > oldest.get(key, -1.0):
+                oldest[key] = t.age
+            if t.age < newest.get(key, float("inf")):
+                newest[key] = t.age
+    keys = list(counts)
+    pairs = [((-counts[k], k), i) for i, k in enumerate(keys)]
+    for i in pick(pairs, limit, 0, False):
+        k = keys[i]
+        yield StatGroup(k, counts[k], oldest.get(k), newest.get(k), site_ids.get(k))
 
 
 def select_history(tasks: list[TaskInfo], flt: TaskFilter, sort: str | None, limit: int | None) -> tuple[int, list[TaskInfo]]:
     """History pages: most recently ended first unless a sort is given."""
     if sort:
         return select(tasks, flt, sort, limit)
-    matched = [t for t in tasks if flt.matches(t)]
-    matched.sort(key=lambda t: t.outcome.ended if t.outcome else 0.0, reverse=True)
-    if limit is not None and limit < 0:
-        raise QueryError("limit must not be negative")
-    return len(matched), matched[:limit]
+    pairs = [(t.outcome.ended if t.outcome else 0.0, i) for i, t in enumerate(tasks) if flt.matches(t)]
+    return len(pairs), [tasks[i] for i in pick(pairs, limit, 0, True)]

@@ -17,7 +17,6 @@ program goes on as if loopscope were not there.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -26,11 +25,10 @@ import time
 from asyncio import base_events, events
 from typing import Any
 
-from ..model import to_json
 from .config import Config, default_socket_dir, load
 from .introspect import Introspector
 from .loops import LoopRegistry
-from .methods import Methods, build_snapshot
+from .methods import Methods, snapshot_json
 from .server import Server, ServerError, warn
 from .tracker import Tracker, is_our_factory, make_factory
 
@@ -153,14 +151,15 @@ class Agent:
 
     # -- dumps ------------------------------------------------------------------
 
-    def snapshot(self) -> Any:
-        return build_snapshot(self)
+    def snapshot_json(self) -> str:
+        """The JSON text of a Snapshot (what a dump file holds)."""
+        return snapshot_json(self)
 
     def dump_to(self, path: str) -> str:
-        data = to_json(self.snapshot())
+        text = self.snapshot_json()
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"), default=str)
+            f.write(text)
         os.replace(tmp, path)
         return path
 

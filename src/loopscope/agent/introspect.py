@@ -219,6 +219,15 @@ _PRIMITIVE_WAITS = {
 }
 
 
+_WAIT_METHODS = frozenset(m for _, m in _PRIMITIVE_WAITS) | {
+    "_wait_for_data",
+    "read",
+    "readline",
+    "readexactly",
+    "readuntil",
+}
+
+
 def waiting_on(task: Any) -> WaitTarget | None:
     """What a suspended task waits on: a timer, a primitive, I/O, a task."""
     if task.done():
@@ -231,10 +240,15 @@ def waiting_on(task: Any) -> WaitTarget | None:
         if qual == "sleep" and code.co_filename == asyncio.tasks.__file__:
             return _sleep_target(frame)
         owner, _, meth = qual.rpartition(".")
-        try:
-            self_obj = frame.f_locals.get("self") if owner else None
-        except Exception:  # noqa: BLE001
-            self_obj = None
+        self_obj = None
+        # Reading f_locals gives a suspended frame a locals dict on 3.11/3.12
+        # that lives as long as the frame: do it only for the few functions
+        # whose ``self`` tells what is awaited.
+        if owner and meth in _WAIT_METHODS:
+            try:
+                self_obj = frame.f_locals.get("self")
+            except Exception:  # noqa: BLE001
+                self_obj = None
         if self_obj is not None:
             for klass in type(self_obj).__mro__:
                 hit = _PRIMITIVE_WAITS.get((klass.__name__, meth))
@@ -245,8 +259,8 @@ def waiting_on(task: Any) -> WaitTarget | None:
                         return WaitTarget(hit[0], klass.__name__)
             if type(self_obj).__name__ == "StreamReader":
                 return WaitTarget("io.read", _stream_description(self_obj))
-            if meth.startswith("sock_"):
-                return WaitTarget("io", f"{meth} on a socket")
+        if meth.startswith("sock_"):
+            return WaitTarget("io", f"{meth} on a socket")
     if fut is not None:
         return _describe_future(fut)
     return None

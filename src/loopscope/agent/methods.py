@@ -9,17 +9,17 @@ and only then walk stacks for the page they return, so ``ps --limit 50`` on
 from __future__ import annotations
 
 import asyncio
-import heapq
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..model import DUMP_FORMAT, SCHEMA_VERSION, Hello, Snapshot, StatGroup, TaskInfo, TaskPage, to_json
-from ..protocol import FORBIDDEN, INVALID_PARAMS, METHOD_NOT_FOUND, NOT_FOUND, PROTOCOL_VERSION, RPCError
-from ..query import QueryError, TaskFilter, group, parse_sort, select, select_history
+from ..model import DUMP_FORMAT, SCHEMA_VERSION, Hello, LoopInfo, StatGroup, TaskInfo
+from ..protocol import FORBIDDEN, INVALID_PARAMS, METHOD_NOT_FOUND, NOT_FOUND, PROTOCOL_VERSION, RawJSON, RawJSONList, RPCError, dumps_piecewise
+from ..query import QueryError, TaskFilter, parse_sort, pick, ranked_groups, select_history, sort_key
 from .introspect import task_id
 from .loops import live_tasks
 from .tracker import O_CREATED, O_FRAMES, _current_task
@@ -66,78 +66,107 @@ class Methods:
 
     # -- helpers -------------------------------------------------------------
 
-    def _live(self) -> tuple[list[tuple[TaskInfo, Any]], list[Any]]:
-        """(light info, task) for every live task on every loop, + loop infos."""
+    def _raw(self) -> tuple[list[tuple[str, Any, list[Any]]], list[LoopInfo]]:
+        """Per loop: (loop id, its current task, its live tasks), + loop infos.
+
+        Nothing per task is allocated here beyond what all_tasks does.
+        """
         ag = self.agent
+        groups = []
+        loops = []
+        for loop, st in ag.loops.states():
+            tasks = live_tasks(loop)
+            groups.append((st.id, _current_task(loop), tasks))
+            loops.append(ag.loops.info(loop, st, live=len(tasks)))
+        return groups, loops
+
+    def _infos(self, groups: list[tuple[str, Any, list[Any]]]) -> Iterator[tuple[TaskInfo, Any]]:
+        """Light records, one at a time: each is garbage by the next step,
+        so 100,000 of them never live at once (see _page)."""
         now = time.monotonic()
-        rows: list[tuple[TaskInfo, Any]] = []
-        loops = []
-        light = ag.introspector.light
-        for loop, st in ag.loops.states():
-            tasks = live_tasks(loop)
-            current = _current_task(loop)
+        light = self.agent.introspector.light
+        for lid, cur, tasks in groups:
             for t in tasks:
-                rows.append((light(t, st.id, current, now), t))
-            loops.append(ag.loops.info(loop, st, live=len(tasks)))
-        return rows, loops
+                yield light(t, lid, cur, now), t
 
-    def _raw(self) -> tuple[list[tuple[Any, str, Any]], list[Any]]:
-        """(task, loop id, loop's current task) for every live task: no
-        per-task work beyond what all_tasks does."""
-        ag = self.agent
-        rows: list[tuple[Any, str, Any]] = []
-        loops = []
-        for loop, st in ag.loops.states():
-            tasks = live_tasks(loop)
-            current = _current_task(loop)
-            rows.extend((t, st.id, current) for t in tasks)
-            loops.append(ag.loops.info(loop, st, live=len(tasks)))
-        return rows, loops
+    def _page(self, flt: TaskFilter, sort: str | None, limit: int | None, offset: int) -> tuple[int, int, list[Any], list[LoopInfo]]:
+        """(total, matched, the page's tasks, loops).
 
-    def _page(self, flt: TaskFilter, sort: str | None, limit: int | None, offset: int) -> tuple[int, int, list[tuple[TaskInfo, Any]], list[Any]]:
-        """(total, matched, page of (info, task), loops).
-
-        Unfiltered pages sorted by age or creation time are picked with a
-        heap on the raw creation time, so only the page's rows are built:
-        ``ps --sort age --limit 50`` on 100,000 tasks builds 50 records.
+        Only (sort key, index) pairs survive the scan: keeping 100,000
+        records alive would trigger full garbage collections, which run in
+        our thread while holding the GIL and stall the loop for 100+ ms.
+        Unfiltered age/creation sorts read the raw creation time directly.
         """
         key, desc = parse_sort(sort)
-        if offset < 0 or (limit is not None and limit < 0):
-            raise RPCError(INVALID_PARAMS, "limit and offset must not be negative")
-        if not flt.to_params() and limit is not None and key in ("age", "created"):
-            rows, loops = self._raw()
+        groups, loops = self._raw()
+        flat = [t for _lid, _cur, tasks in groups for t in tasks]
+        total = len(flat)
+        if not flt.to_params() and key in ("age", "created"):
             origin_of = self.agent.tracker.origin_of
             inf = float("inf")
+            # parse_sort: "age" is descending age, "created" ascending time;
+            # both mean oldest first.  Untracked tasks (inf) always sort last.
             oldest_first = desc if key == "age" else not desc
-
-            def created(row: tuple[Any, str, Any]) -> float:
-                o = origin_of(row[0])
+            pairs = []
+            for i, t in enumerate(flat):
+                o = origin_of(t)
                 if o is None:
-                    return inf
-                return o[O_CREATED] if oldest_first else -o[O_CREATED]
+                    pairs.append((inf, i))
+                else:
+                    c = o[O_CREATED]
+                    pairs.append((c if oldest_first else -c, i))
+            idx = pick(pairs, limit, offset, False)
+            matched = total
+        else:
+            keyfn, reverse = sort_key(sort)
+            pairs = [(keyfn(info), i) for i, (info, _t) in enumerate(self._infos(groups)) if flt.matches(info)]
+            matched = len(pairs)
+            idx = pick(pairs, limit, offset, reverse)
+        return total, matched, [flat[i] for i in idx], loops
 
-            picked = heapq.nsmallest(offset + limit, rows, key=created)[offset:]
-            now = time.monotonic()
-            light = self.agent.introspector.light
-            return len(rows), len(rows), [(light(t, lid, cur, now), t) for t, lid, cur in picked], loops
-        all_rows, loops = self._live()
-        by_info = {id(info): task for info, task in all_rows}
-        matched, page = select([r[0] for r in all_rows], flt, sort, limit, offset)
-        return len(all_rows), matched, [(info, by_info[id(info)]) for info in page], loops
+    def _emit(self, tasks: list[Any], **fill: Any) -> RawJSONList:
+        """Build, fill and encode one record at a time; keep only the text.
+
+        The text is a str, which the garbage collector does not track, so a
+        page of 100,000 tasks never means 100,000 live records (nor 100,000
+        tuples holding tasks: rows are plain task lists for the same reason).
+        """
+        out = RawJSONList()
+        light = self.agent.introspector.light
+        fill_fn = self.agent.introspector.fill
+        now = time.monotonic()
+        currents: dict[int, Any] = {}
+        for task in tasks:
+            loop = task.get_loop()
+            key = id(loop)
+            if key not in currents:
+                currents[key] = _current_task(loop)
+            info = light(task, hex(key), currents[key], now)
+            if fill:
+                try:
+                    fill_fn(info, task, **fill)
+                except Exception as e:  # noqa: BLE001 - one odd task must not fail the page
+                    self.agent.tracker.note_error(e)
+            out.append(dumps_piecewise(info))
+        return out
 
     def _find(self, ref: Any) -> tuple[TaskInfo, Any]:
         if not isinstance(ref, str) or not ref:
             raise RPCError(INVALID_PARAMS, "task: expected a task id (0x…) or name")
-        rows, _ = self._live()
-        by_id = [r for r in rows if r[0].id == ref]
-        if by_id:
-            return by_id[0]
-        by_name = [r for r in rows if r[0].name == ref]
-        if len(by_name) == 1:
-            return by_name[0]
-        if len(by_name) > 1:
-            ids = ", ".join(r[0].id for r in by_name[:5])
-            raise RPCError(INVALID_PARAMS, f"{len(by_name)} live tasks are named {ref!r}; use an id ({ids}…)")
+        groups, _ = self._raw()
+        hits = []
+        for lid, cur, tasks in groups:
+            for t in tasks:
+                if hex(id(t)) == ref:
+                    return self.agent.introspector.light(t, lid, cur, time.monotonic()), t
+                if t.get_name() == ref:
+                    hits.append((lid, cur, t))
+        if len(hits) == 1:
+            lid, cur, t = hits[0]
+            return self.agent.introspector.light(t, lid, cur, time.monotonic()), t
+        if len(hits) > 1:
+            ids = ", ".join(hex(id(h[2])) for h in hits[:5])
+            raise RPCError(INVALID_PARAMS, f"{len(hits)} live tasks are named {ref!r}; use an id ({ids}…)")
         raise RPCError(NOT_FOUND, f"no live task {ref!r}")
 
     # -- methods -------------------------------------------------------------
@@ -146,7 +175,7 @@ class Methods:
         ag = self.agent
         loops = [ag.loops.info(loop, st) for loop, st in ag.loops.states()]
         perms = ["read"] + (["cancel"] if ag.config.allow_cancel else [])
-        return to_json(
+        return (
             Hello(
                 protocol=PROTOCOL_VERSION,
                 schema=SCHEMA_VERSION,
@@ -171,10 +200,8 @@ class Methods:
         if detail not in ("summary", "stacks"):
             raise RPCError(INVALID_PARAMS, "detail: 'summary' or 'stacks'")
         total, matched, page, loops = self._page(flt, sort, limit, offset)
-        if detail == "stacks":
-            for info, task in page:
-                self.agent.introspector.fill(info, task)
-        return to_json(TaskPage(total=total, matched=matched, tasks=[p[0] for p in page], loops=loops))
+        tasks = self._emit(page) if detail == "summary" else self._emit(page, awaiter_stacks=True)
+        return {"total": total, "matched": matched, "tasks": tasks, "loops": loops}
 
     def tasks_get(self, params: dict[str, Any]) -> Any:
         ref = params.get("task")
@@ -187,9 +214,9 @@ class Methods:
             hist = self._history_find(ref)
             if hist is None:
                 raise
-            return to_json(hist)
+            return hist
         self.agent.introspector.fill(info, task, source=True, locals_=want_locals)
-        return to_json(info)
+        return info
 
     def tasks_graph(self, params: dict[str, Any]) -> Any:
         """Every live task with its own stack and awaiters: ps/pstree input."""
@@ -197,10 +224,7 @@ class Methods:
         sort = _param(params, "sort", str)
         limit = _param(params, "limit", int)
         total, matched, page, loops = self._page(flt, sort, limit, 0)
-        fill = self.agent.introspector.fill
-        for info, task in page:
-            fill(info, task, awaiter_stacks=False)
-        return to_json(TaskPage(total=total, matched=matched, tasks=[p[0] for p in page], loops=loops))
+        return {"total": total, "matched": matched, "tasks": self._emit(page, awaiter_stacks=False), "loops": loops}
 
     def tasks_cancel(self, params: dict[str, Any]) -> Any:
         if not self.agent.config.allow_cancel:
@@ -238,23 +262,29 @@ class Methods:
         entries = self._history(kind)
         infos = [self.agent.introspector.history_info(e, now, detail) for e in entries]
         matched, page = select_history(infos, flt, sort, limit)
-        return {"total": len(infos), "matched": matched, "tasks": to_json(page)}
+        return {"total": len(infos), "matched": matched, "tasks": page}
 
     def stats(self, params: dict[str, Any]) -> Any:
         by = _param(params, "by", str, "site") or "site"
         flt = TaskFilter.from_params(_param(params, "filter", dict, {}))
+        limit = _param(params, "limit", int)
+        if limit is not None and limit < 0:
+            raise RPCError(INVALID_PARAMS, "limit must not be negative")
         if by == "site" and not flt.to_params():
-            return self._stats_by_site()
-        rows, loops = self._live()
-        groups = group((r[0] for r in rows), by, flt)
-        return {"by": by, "total": len(rows), "groups": to_json(groups), "loops": to_json(loops)}
+            return self._stats_by_site(limit)
+        raw, loops = self._raw()
+        total = sum(len(g[2]) for g in raw)
+        ranked = ranked_groups((info for info, _t in self._infos(raw)), by, flt, limit)
+        return {"by": by, "total": total, "groups": RawJSONList(dumps_piecewise(g) for g in ranked), "loops": loops}
 
-    def _stats_by_site(self) -> Any:
+    def _stats_by_site(self, limit: int | None) -> Any:
         """Group on the raw (code, offset) of each origin: no records built."""
-        rows, loops = self._raw()
+        raw, loops = self._raw()
         origin_of = self.agent.tracker.origin_of
         acc: dict[Any, list[Any]] = {}
-        for task, _lid, _cur in rows:
+        total = 0
+        for task in (t for g in raw for t in g[2]):
+            total += 1
             o = origin_of(task)
             frames = o[O_FRAMES] if o is not None else ()
             key = (id(frames[0]), frames[1]) if frames else None
@@ -283,36 +313,36 @@ class Methods:
                 )
             )
         groups.sort(key=lambda g: (-g.count, g.key))
-        return {"by": "site", "total": len(rows), "groups": to_json(groups), "loops": to_json(loops)}
+        return {"by": "site", "total": total, "groups": groups[:limit], "loops": loops}
 
     def snapshot(self, params: dict[str, Any]) -> Any:
-        return to_json(self.agent.snapshot())
+        return snapshot_json(self.agent)
 
 
-def build_snapshot(agent: Agent) -> Snapshot:
-    """Everything, in detail: the content of a dump file."""
+def snapshot_json(agent: Agent) -> RawJSON:
+    """Everything, in detail, as the JSON text of a Snapshot (a dump file).
+
+    Built and encoded one task at a time, for the same reasons as _page.
+    """
     methods = agent.methods
     hello = methods.hello({})
-    rows, _ = methods._live()
-    fill = agent.introspector.fill
-    tasks = []
-    for info, task in rows:
-        try:
-            tasks.append(fill(info, task, source=True, awaiter_stacks=False))
-        except Exception as e:  # noqa: BLE001 - one odd task must not lose the dump
-            agent.tracker.note_error(e)
-            tasks.append(info)
+    groups, _ = methods._raw()
+    tasks = methods._emit([t for _lid, _cur, ts in groups for t in ts], source=True, awaiter_stacks=False)
     now = time.monotonic()
-    history = [agent.introspector.history_info(e, now, detail=True, source=True) for e in agent.tracker.history()]
-    from ..model import from_json
-
-    return Snapshot(
-        format=DUMP_FORMAT,
-        schema=SCHEMA_VERSION,
-        taken_at=time.time(),
-        hello=from_json(Hello, hello),
-        tasks=tasks,
-        history=history,
+    history = RawJSONList(
+        dumps_piecewise(agent.introspector.history_info(e, now, detail=True, source=True)) for e in agent.tracker.history()
+    )
+    return RawJSON(
+        dumps_piecewise(
+            {
+                "format": DUMP_FORMAT,
+                "schema": SCHEMA_VERSION,
+                "taken_at": time.time(),
+                "hello": hello,
+                "tasks": tasks,
+                "history": history,
+            }
+        )
     )
 
 

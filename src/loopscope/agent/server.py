@@ -15,10 +15,10 @@ import stat
 import struct
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..protocol import INTERNAL_ERROR, MAX_LINE, TOO_LARGE, RPCError, error_response, parse_request, response
+from ..protocol import INTERNAL_ERROR, MAX_LINE, TOO_LARGE, RPCError, error_response, parse_request, response_chunks
 
 MAX_CLIENTS = 16
 
@@ -129,22 +129,24 @@ class Server:
                         return
                     if not line.strip():
                         continue
-                    conn.sendall(self._answer(line))
+                    for chunk in self._answer(line):
+                        conn.sendall(chunk)
         except (OSError, ValueError):
             return  # the client went away: nothing to tell anyone
         finally:
             self._clients.release()
 
-    def _answer(self, line: bytes) -> bytes:
+    def _answer(self, line: bytes) -> Iterator[bytes]:
         req_id = None
         try:
             req_id, method, params = parse_request(line)
-            return response(req_id, self.handler(method, params))
+            result = self.handler(method, params)
         except RPCError as e:
-            return error_response(req_id, e)
+            return iter([error_response(req_id, e)])
         except Exception as e:  # noqa: BLE001 - report, never crash the thread
             self.on_error(e)
-            return error_response(req_id, RPCError(INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"))
+            return iter([error_response(req_id, RPCError(INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"))])
+        return response_chunks(req_id, result)
 
 
 def warn(message: str) -> None:

@@ -240,9 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_sort_values(argv: list[str]) -> list[str]:
+    """``--sort -age`` → ``--sort=-age``: argparse (before 3.13) takes a
+    value starting with '-' for an option, but reversed sorts are written so."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--sort" and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1][1:2].isalpha():
+            out.append(f"--sort={argv[i + 1]}")
+            i += 2
+            continue
+        if argv[i] == "--":
+            out.extend(argv[i:])
+            break
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_sort_values(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -1,0 +1,319 @@
+"""Overhead of loopscope (and of the alternatives) on asyncio-heavy workloads.
+
+Usage::
+
+    python benchmarks/run.py [--runs N] [--workload spawn|pingpong|all]
+                             [--configs NAME ...] [--markdown]
+
+Every measurement runs in a fresh child process (``run.py --child WORKLOAD
+CONFIG`` prints the seconds the workload took), so an install can never leak
+from one configuration into the next, and every configuration pays the same
+import and warm-up costs outside the timed region.  Only the workload itself
+is timed, with ``perf_counter`` inside the running loop.
+
+Configurations are interleaved (A, B, C, ..., then A, B, C again) so that a
+noisy neighbour or a thermal change hits all of them alike, and the median of
+the runs is reported.  Ratios compare medians to the baseline on the *same*
+loop: the default-loop configurations to ``plain``, the uvloop ones to
+``uvloop``.
+
+Children use the interpreter this script is run with, and ``src/`` is put on
+their ``PYTHONPATH`` so the working tree's loopscope is measured even when it
+is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.metadata
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+TASKS = 200_000
+BATCH = 1_000
+MESSAGES = 200_000
+#: The issue's budget for task tracking on the spawn workload.
+TARGET = 1.25
+CHILD_TIMEOUT = 900.0
+
+
+async def nop() -> None:
+    pass
+
+
+async def spawn() -> None:
+    """Task creation is loopscope's hot path: this is its worst case.
+
+    Each task does nothing, so the time is almost all create_task, the first
+    step, completion and release, which is exactly where a monitor's task
+    factory and end-of-task hooks sit.
+    """
+    for _ in range(TASKS // BATCH):
+        await asyncio.gather(*[asyncio.create_task(nop()) for _ in range(BATCH)])
+
+
+async def pingpong() -> None:
+    """Steady-state loop traffic with almost no task creation.
+
+    Two long-lived tasks exchange MESSAGES messages in total (MESSAGES // 2
+    pings, each answered by a pong) through two queues.  A monitor that only
+    hooks task creation should cost nothing here; one that hooks every loop
+    step (asyncio debug mode) shows up.
+    """
+    pings: asyncio.Queue[int] = asyncio.Queue()
+    pongs: asyncio.Queue[int] = asyncio.Queue()
+    rounds = MESSAGES // 2
+
+    async def pinger() -> None:
+        for i in range(rounds):
+            pings.put_nowait(i)
+            await pongs.get()
+
+    async def ponger() -> None:
+        for _ in range(rounds):
+            pongs.put_nowait(await pings.get())
+
+    await asyncio.gather(asyncio.create_task(pinger()), asyncio.create_task(ponger()))
+
+
+WORKLOADS: dict[str, Callable[[], Awaitable[None]]] = {"spawn": spawn, "pingpong": pingpong}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way of running a workload."""
+
+    loop: str  # "asyncio" (the default loop) or "uvloop"
+    monitor: str  # "none", "loopscope", "loopscope+server" or "aiomonitor"
+    debug: bool = False
+
+    @property
+    def baseline(self) -> str:
+        return "uvloop" if self.loop == "uvloop" else "plain"
+
+
+CONFIGS: dict[str, Config] = {
+    "plain": Config("asyncio", "none"),
+    "loopscope": Config("asyncio", "loopscope"),
+    "loopscope+server": Config("asyncio", "loopscope+server"),
+    "aiomonitor": Config("asyncio", "aiomonitor"),
+    "debug": Config("asyncio", "none", debug=True),
+    "uvloop": Config("uvloop", "none"),
+    "uvloop+loopscope": Config("uvloop", "loopscope"),
+    "uvloop+aiomonitor": Config("uvloop", "aiomonitor"),
+}
+
+
+class Skip(Exception):
+    """A configuration that cannot run on this interpreter (a missing package)."""
+
+
+# -- child: one measurement ----------------------------------------------------
+
+
+def _require(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise Skip(f"{module} is not importable: {e}") from None
+
+
+async def _timed(workload: Callable[[], Awaitable[None]], config: Config, aiomonitor: Any) -> float:
+    loop = asyncio.get_running_loop()
+    monitor = None
+    if aiomonitor is not None:
+        monitor = aiomonitor.start_monitor(loop, hook_task_factory=True, port=0, webui_port=0, console_port=0)
+    try:
+        hooked = loop.get_task_factory() is not None
+        if hooked != (config.monitor != "none"):
+            raise RuntimeError(f"task factory is {loop.get_task_factory()!r} under {config}")
+        start = time.perf_counter()
+        await workload()
+        return time.perf_counter() - start
+    finally:
+        if monitor is not None:
+            monitor.close()
+
+
+def measure(workload: str, config: Config) -> float:
+    """Run ``workload`` once under ``config`` in this process; seconds taken."""
+    aiomonitor = _require("aiomonitor") if config.monitor == "aiomonitor" else None
+    loopscope = None
+    if config.monitor.startswith("loopscope"):
+        loopscope = _require("loopscope")
+        loopscope.install(server=config.monitor == "loopscope+server", dump_signal="")
+    try:
+        # uvloop copies asyncio._set_running_loop when it is imported, so it
+        # must come after loopscope.install(), like in `loopscope run`.
+        factory = _require("uvloop").new_event_loop if config.loop == "uvloop" else None
+        with asyncio.Runner(debug=config.debug, loop_factory=factory) as runner:
+            return runner.run(_timed(WORKLOADS[workload], config, aiomonitor))
+    finally:
+        if loopscope is not None:
+            loopscope.uninstall()
+
+
+def child(workload: str, name: str) -> None:
+    try:
+        print(f"{measure(workload, CONFIGS[name]):.6f}")
+    except Skip as e:
+        print(f"skip: {e}")
+
+
+# -- parent: interleaved runs in fresh processes -------------------------------
+
+
+def _child_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LOOPSCOPE_") and k not in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE")
+    }
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_child(workload: str, name: str, env: dict[str, str]) -> float | str:
+    """Seconds, or the reason the configuration was skipped."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", workload, name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT)
+    out = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not out:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
+    last = out[-1]
+    return last[len("skip: ") :] if last.startswith("skip: ") else float(last)
+
+
+@dataclass
+class Row:
+    workload: str
+    config: str
+    times: list[float]
+    ratio: float | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def bench(workload: str, names: list[str], runs: int, env: dict[str, str]) -> tuple[list[Row], dict[str, str]]:
+    times: dict[str, list[float]] = {n: [] for n in names}
+    skipped: dict[str, str] = {}
+    for run in range(runs):
+        for name in names:
+            if name in skipped:
+                continue
+            result = run_child(workload, name, env)
+            if isinstance(result, str):
+                skipped[name] = result
+            else:
+                times[name].append(result)
+        print(f"  {workload}: run {run + 1}/{runs} done", file=sys.stderr, flush=True)
+    rows = {n: Row(workload, n, t) for n, t in times.items() if n not in skipped}
+    for row in rows.values():
+        base = rows.get(CONFIGS[row.config].baseline)
+        if base is not None:
+            row.ratio = row.median / base.median
+    return list(rows.values()), skipped
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment() -> str:
+    return (
+        f"Python {platform.python_version()} ({platform.python_implementation()}, {sys.executable}), "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"uvloop {_version('uvloop')}, aiomonitor {_version('aiomonitor')}"
+    )
+
+
+def render(rows: list[Row], markdown: bool) -> str:
+    header = ["workload", "config", "median s", "ratio", "min s", "max s"]
+    body = [
+        [
+            r.workload,
+            r.config,
+            f"{r.median:.3f}",
+            "-" if r.ratio is None else f"{r.ratio:.2f}x",
+            f"{min(r.times):.3f}",
+            f"{max(r.times):.3f}",
+        ]
+        for r in rows
+    ]
+    if markdown:
+        lines = [header, ["---", "---", "---:", "---:", "---:", "---:"], *body]
+        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in [header, *body])
+
+
+def verdicts(rows: list[Row]) -> list[str]:
+    """The issue's target, checked for every loopscope configuration on spawn."""
+    out = []
+    for r in rows:
+        if r.workload == "spawn" and "loopscope" in r.config and r.ratio is not None:
+            status = "met" if r.ratio <= TARGET else "NOT MET"
+            out.append(f"target {r.config} on spawn <= {TARGET:.2f}x: {status} ({r.ratio:.2f}x)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="runs per configuration (median reported; default 7)")
+    parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), metavar="CONFIG", help=f"any of: {' '.join(CONFIGS)} (baselines are added)")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "CONFIG"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        workload, name = args.child
+        if workload not in WORKLOADS or name not in CONFIGS:
+            parser.error(f"unknown workload or config: {workload} {name}")
+        child(workload, name)
+        return
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    wanted = set(args.configs) | {CONFIGS[n].baseline for n in args.configs}
+    names = [n for n in CONFIGS if n in wanted]
+    workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    env = _child_env()
+    started = time.strftime("%Y-%m-%d %H:%M")
+    rows: list[Row] = []
+    skipped: dict[str, str] = {}
+    for workload in workloads:
+        got, skips = bench(workload, names, args.runs, env)
+        rows += got
+        skipped.update(skips)
+
+    print(f"{environment()}")
+    print(f"{started}; median of {args.runs} interleaved runs, each in a fresh process; ratio vs plain on the same loop")
+    print()
+    print(render(rows, args.markdown))
+    print()
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
+    for line in verdicts(rows):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
