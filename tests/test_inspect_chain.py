@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import marker_line, scenario_path, where
 
 S = "chain.py"
@@ -79,11 +80,33 @@ def test_inspect_by_id_and_locals(ls):
     assert info["waiting_on"]["kind"] == "task" and info["waiting_on"]["description"] == "task 'child'"
 
 
+def test_creation_site_is_the_create_task_caller(ls):
+    prog = ls.start_ready(S)
+    info = prog.call("tasks.get", {"task": "helper-made"})
+    assert info["site"] == f"make_helper_task {where(S, 'helper-create')}"
+    assert [f["function"] for f in info["creation_chain"][0]["frames"]] == ["make_helper_task"]
+
+
 def test_creation_frames_option(ls):
-    """--creation-frames keeps more user frames per site: the chain shows callers too."""
+    """--creation-frames 3 keeps the create_task caller's callers too."""
     prog = ls.start_ready(S, run_opts=("--creation-frames", "3"))
-    info = prog.call("tasks.get", {"task": "grandparent"})
+    info = prog.call("tasks.get", {"task": "helper-made"})
     frames = info["creation_chain"][0]["frames"]
-    assert [f["function"] for f in frames[:2]] == ["main", "run"] or frames[0]["function"] == "main"
-    assert len(frames) >= 2, frames
-    assert frames[0]["lineno"] == marker_line(S, "create-grandparent")
+    assert [(f["function"], f["lineno"]) for f in frames[:2]] == [
+        ("make_helper_task", marker_line(S, "helper-create")),
+        ("main", marker_line(S, "helper-call")),
+    ]
+    assert info["site"] == f"make_helper_task {where(S, 'helper-create')}"
+
+
+@pytest.mark.xfail(
+    reason="with creation_frames > 1, _caller_frames (agent/tracker.py) keeps walking f_back past "
+    "the task's coroutine into the event loop's machinery (Handle._run, _run_once): noise in every "
+    "creation chain; it should stop at the loop machinery like raw_stack_of_frame does",
+    strict=True,
+)
+def test_creation_frames_stop_at_the_loop(ls):
+    prog = ls.start_ready(S, run_opts=("--creation-frames", "3"))
+    info = prog.call("tasks.get", {"task": "helper-made"})
+    frames = info["creation_chain"][0]["frames"]
+    assert [f["filename"] for f in frames] == [str(scenario_path(S))] * 2, frames

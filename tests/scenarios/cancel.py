@@ -6,6 +6,7 @@ short timeout, so wait_for cancels it.  Everything then idles.
 """
 
 import asyncio
+import gc
 
 from _common import exit_with_parent, ready
 
@@ -40,6 +41,8 @@ async def main():
     a = asyncio.create_task(killer(b), name="killer")
     w = asyncio.create_task(waiter(), name="waiter")
     await asyncio.gather(a, w)
+    del a, b, w  # finished tasks enter the history when released
+    gc.collect()
     ready()
     await asyncio.Event().wait()
 

@@ -2,6 +2,8 @@
 
 main (Task-1) creates "grandparent", which creates "parent", which creates
 "child"; every level then waits on an Event, so all four stay alive.
+main also creates "helper-made" through a plain function, so that the
+creation site (the helper) differs from its caller.
 """
 
 import asyncio
@@ -26,11 +28,17 @@ async def grandparent():
     await t
 
 
+def make_helper_task():
+    return asyncio.create_task(forever.wait(), name="helper-made")  # LINE:helper-create
+
+
 async def main():
     global forever
     forever = asyncio.Event()
+    h = make_helper_task()  # LINE:helper-call
     t = asyncio.create_task(grandparent(), name="grandparent")  # LINE:create-grandparent
     await t
+    await h
 
 
 exit_with_parent()

@@ -95,11 +95,19 @@ class Agent:
         self.server = server
 
     def after_fork_in_child(self) -> None:
-        """A forked child (gunicorn, multiprocessing) gets its own socket."""
+        """A forked child (gunicorn, multiprocessing) gets its own socket and
+        forgets the parent's loops and history: they describe another process.
+        A loop the child goes on running is attached again when it runs."""
         self.pid = os.getpid()
         self.started = time.time()
         self.server = None
-        self._dumper = None
+        self.loops.forget_all()
+        for ring in (self.tracker.done, self.tracker.failed, self.tracker.cancelled, self.tracker.cancelling):
+            ring.clear()
+        if self._signum is not None:
+            self._dump_event = threading.Event()
+            self._dumper = threading.Thread(target=self._dump_loop, name="loopscope-dumper", daemon=True)
+            self._dumper.start()
         if self.config.server:
             self._start_server()
 

@@ -272,8 +272,10 @@ def _sleep_target(frame: Any) -> WaitTarget:
         delay = loc.get("delay")
         handle = loc.get("h")
         remaining = None
-        if handle is not None and hasattr(handle, "when"):
-            remaining = max(0.0, handle.when() - handle._loop.time())
+        # the sleep's own ``loop`` local: uvloop's TimerHandle has no _loop
+        loop = loc.get("loop") or getattr(handle, "_loop", None)
+        if handle is not None and loop is not None and hasattr(handle, "when"):
+            remaining = max(0.0, handle.when() - loop.time())
         shown = f"{delay:.3g}" if isinstance(delay, float) else repr(delay)
         desc = f"sleep({shown})" if delay is not None else "sleep"
         return WaitTarget("sleep", desc, deadline_in=remaining)

@@ -98,6 +98,11 @@ class LoopRegistry:
         except RuntimeError:  # loop closed under us
             st.handle = None
 
+    def forget_all(self) -> None:
+        """Drop every loop's state without touching the loops (after fork)."""
+        self._lock = threading.Lock()
+        self._states.clear()
+
     def detach_all(self) -> None:
         for loop, st in self.states():
             if st.handle is not None:

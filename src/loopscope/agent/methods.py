@@ -224,7 +224,7 @@ class Methods:
         sort = _param(params, "sort", str)
         limit = _param(params, "limit", int)
         total, matched, page, loops = self._page(flt, sort, limit, 0)
-        return {"total": total, "matched": matched, "tasks": self._emit(page, awaiter_stacks=False), "loops": loops}
+        return {"total": total, "matched": matched, "tasks": self._emit(page, awaiter_stacks=True), "loops": loops}
 
     def tasks_cancel(self, params: dict[str, Any]) -> Any:
         if not self.agent.config.allow_cancel:
