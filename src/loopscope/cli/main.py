@@ -134,7 +134,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "loops": len(loops),
                 "tasks": sum(lp.get("live_tasks", 0) for lp in loops),
                 "blocked": "YES" if any(lp.get("blocked") for lp in loops) else "no",
-                "command": _command_line(h["pid"], h.get("argv") or []),
+                # sys.argv of the agent's process: spawned workers (uvicorn,
+                # multiprocessing) carry their service's argv, not `python -c …`
+                "command": " ".join(h.get("argv") or []),
                 "socket": ag.path,
             }
         )
@@ -146,20 +148,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(render.agents(rows))
     return 0
-
-
-def _command_line(pid: int, argv: list[str]) -> str:
-    """The process's real command line where /proc has it (sys.argv loses
-    the interpreter and ``-m``), else the agent's argv."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            parts = f.read().split(b"\0")
-        words = [p.decode(errors="replace") for p in parts if p]
-        if words:
-            return " ".join(words)
-    except OSError:
-        pass
-    return " ".join(argv)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
