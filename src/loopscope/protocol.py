@@ -31,11 +31,13 @@ MAX_LINE = 1 << 20  # a request larger than 1 MiB is refused, not buffered
 class RPCError(Exception):
     """An error a method reports to its caller as a JSON-RPC error object."""
 
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
+    def __init__(self, code: int, message: str, data: Any = None, req_id: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.data = data
+        #: the id of the request, when it was readable (errors echo it)
+        self.req_id = req_id
 
     def to_json(self) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -145,16 +147,16 @@ def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any]]:
     """Validate one request line; raises RPCError with the standard codes."""
     try:
         msg = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RPCError(PARSE_ERROR, f"parse error: {e}") from None
-    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or not isinstance(msg.get("method"), str):
-        raise RPCError(INVALID_REQUEST, "invalid request: expected a JSON-RPC 2.0 object with a method")
-    req_id = msg.get("id")
-    if req_id is not None and not isinstance(req_id, (int, str)):
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise RPCError(PARSE_ERROR, f"parse error: {type(e).__name__}: {e}") from None
+    req_id = msg.get("id") if isinstance(msg, dict) else None
+    if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, (int, str))):
         raise RPCError(INVALID_REQUEST, "invalid request: id must be a number or a string")
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or not isinstance(msg.get("method"), str):
+        raise RPCError(INVALID_REQUEST, "invalid request: expected a JSON-RPC 2.0 object with a method", req_id=req_id)
     params = msg.get("params", {})
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise RPCError(INVALID_PARAMS, "params must be an object (named parameters)")
+        raise RPCError(INVALID_PARAMS, "params must be an object (named parameters)", req_id=req_id)
     return req_id, msg["method"], params

@@ -142,7 +142,7 @@ class Server:
             req_id, method, params = parse_request(line)
             result = self.handler(method, params)
         except RPCError as e:
-            return iter([error_response(req_id, e)])
+            return iter([error_response(req_id if req_id is not None else e.req_id, e)])
         except Exception as e:  # noqa: BLE001 - report, never crash the thread
             self.on_error(e)
             return iter([error_response(req_id, RPCError(INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}"))])

@@ -118,6 +118,8 @@ def _caller_frames(depth: int) -> tuple:
         return (f.f_code, f.f_lasti)
     out: list = []
     while f is not None and len(out) < 2 * depth:
+        if f.f_code.co_filename in _LOOP_MACHINERY:
+            break
         out.append(f.f_code)
         out.append(f.f_lasti)
         f = f.f_back
@@ -365,7 +367,11 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
         ]
         tracker.cancelling.append(weakref.ref(task))
 
-    TrackedTask.__module__ = EagerTrackedTask.__module__ = "loopscope.agent.tracker"
+    # asyncio's repr and its log lines ("Task exception was never retrieved",
+    # "<Task pending name=…>") use the class name: keep them word for word.
+    for klass in (TrackedTask, EagerTrackedTask):
+        klass.__name__ = klass.__qualname__ = "Task"
+        klass.__module__ = "loopscope.agent.tracker"
     return TrackedTask, EagerTrackedTask
 
 

@@ -89,9 +89,7 @@ def cmd_history(args: argparse.Namespace, src: AgentSource | DumpSource) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, src: AgentSource | DumpSource) -> int:
-    res = src.stats(args.by, _filter(args))
-    if args.limit is not None:
-        res["groups"] = res["groups"][: args.limit]
+    res = src.stats(args.by, _filter(args), args.limit)
     if args.json:
         _print_json(res)
         return 0

@@ -28,7 +28,7 @@ class Source(Protocol):
     def graph(self, flt: TaskFilter, sort: str | None, limit: int | None) -> dict[str, Any]: ...
     def task(self, ref: str, locals_: bool) -> dict[str, Any]: ...
     def history(self, kind: str, flt: TaskFilter, sort: str | None, limit: int | None, detail: bool) -> dict[str, Any]: ...
-    def stats(self, by: str, flt: TaskFilter) -> dict[str, Any]: ...
+    def stats(self, by: str, flt: TaskFilter, limit: int | None) -> dict[str, Any]: ...
     def snapshot(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -63,8 +63,8 @@ class AgentSource:
     def history(self, kind: str, flt: TaskFilter, sort: str | None, limit: int | None, detail: bool) -> dict[str, Any]:
         return self._call("history.list", {"kind": kind, "filter": flt.to_params(), "sort": sort, "limit": limit, "detail": detail})
 
-    def stats(self, by: str, flt: TaskFilter) -> dict[str, Any]:
-        return self._call("stats", {"by": by, "filter": flt.to_params()})
+    def stats(self, by: str, flt: TaskFilter, limit: int | None) -> dict[str, Any]:
+        return self._call("stats", {"by": by, "filter": flt.to_params(), "limit": limit})
 
     def snapshot(self) -> dict[str, Any]:
         return self._call("snapshot", {})
@@ -125,8 +125,11 @@ class DumpSource:
         matched, page = select_history(pool, flt, sort, limit)
         return {"total": len(pool), "matched": matched, "tasks": to_json(page)}
 
-    def stats(self, by: str, flt: TaskFilter) -> dict[str, Any]:
-        return {"by": by, "total": len(self.snap.tasks), "groups": to_json(group(self.snap.tasks, by, flt)), "loops": to_json(self.snap.hello.loops)}
+    def stats(self, by: str, flt: TaskFilter, limit: int | None) -> dict[str, Any]:
+        if limit is not None and limit < 0:
+            raise ClientError("limit must not be negative")
+        groups = group(self.snap.tasks, by, flt, limit)
+        return {"by": by, "total": len(self.snap.tasks), "groups": to_json(groups), "loops": to_json(self.snap.hello.loops)}
 
     def snapshot(self) -> dict[str, Any]:
         return to_json(self.snap)
@@ -149,6 +152,8 @@ def load_dump(path: str) -> Snapshot:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ClientError(f"{path} is not a loopscope dump (not valid JSON: {e})") from None
+    except RecursionError:
+        raise ClientError(f"{path} is not a loopscope dump (JSON nested too deeply)") from None
     if not isinstance(data, dict) or data.get("format") != DUMP_FORMAT:
         raise ClientError(f"{path} is not a loopscope dump (no '{DUMP_FORMAT}' format marker)")
     schema = data.get("schema")
@@ -158,6 +163,8 @@ def load_dump(path: str) -> Snapshot:
         return from_json(Snapshot, data)
     except SchemaError as e:
         raise ClientError(f"{path} is a corrupt loopscope dump: {e}") from None
+    except RecursionError:
+        raise ClientError(f"{path} is a corrupt loopscope dump (records nested too deeply)") from None
 
 
 def open_target(target: str) -> AgentSource | DumpSource:
