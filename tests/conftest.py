@@ -358,10 +358,10 @@ def assert_clean_error(res: Result, *expected: str) -> None:
         assert text in res.err_lines[0], f"{text!r} not in {res.err_lines[0]!r}"
 
 
-def raw_exchange(path: str, payload: bytes, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Send raw bytes to an agent socket; return every answer line until EOF
-    or until one answer per request line has arrived."""
-    want = max(1, payload.count(b"\n"))
+def raw_exchange(path: str, payload: bytes, expect: int | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Send raw bytes to an agent socket; return the answer lines, until EOF
+    or until ``expect`` answers (default: one per non-blank request line)."""
+    want = expect if expect is not None else max(1, sum(1 for line in payload.split(b"\n") if line.strip()))
     answers: list[dict[str, Any]] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)

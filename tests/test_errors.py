@@ -104,11 +104,6 @@ def test_truncated_dump(ls, dump_file):
         assert_clean_error(ls.cli("ps", path), "is not a loopscope dump (not valid JSON")
 
 
-@pytest.mark.xfail(
-    reason="load_dump (client/source.py) catches ValueError/UnicodeDecodeError only: a deeply "
-    "nested JSON file makes json.loads raise RecursionError, printed as a traceback",
-    strict=True,
-)
 def test_deeply_nested_garbage(ls):
     path = _write(ls, "deep.json", "[" * 100_000)
     assert_clean_error(ls.cli("ps", path), "is not a loopscope dump")
@@ -172,11 +167,6 @@ def test_bad_sort_and_filter(ls, mixed, dump_file, target):
     assert_clean_error(ls.cli("ps", t, "--limit", "-1"), "must not be negative")
 
 
-@pytest.mark.xfail(
-    reason="stats applies --limit in the CLI as groups[:limit] (cli/main.py cmd_stats): "
-    "--limit -1 silently drops the last group and exits 0, where ps/history refuse it",
-    strict=True,
-)
 def test_stats_negative_limit(ls, mixed):
     assert_clean_error(ls.cli("stats", mixed.pid, "--limit", "-1"), "must not be negative")
 
@@ -259,21 +249,11 @@ def test_jsonrpc_errors_and_program_keeps_running(ls, mixed):
     assert mixed.call("hello")["pid"] == mixed.pid
 
 
-@pytest.mark.xfail(
-    reason="parse_request (protocol.py) catches ValueError/UnicodeDecodeError only: a deeply "
-    "nested request raises RecursionError and is answered -32603 internal error, not -32700",
-    strict=True,
-)
 def test_jsonrpc_deeply_nested_request_is_a_parse_error(ls, mixed):
     (a,) = raw_exchange(mixed.socket, b"[" * 100_000 + b"\n")
     assert a["error"]["code"] == -32700
 
 
-@pytest.mark.xfail(
-    reason="Server._answer (agent/server.py) learns the request id only when parse_request "
-    "returns, so a request with a valid id but non-object params is answered with id null",
-    strict=True,
-)
 def test_jsonrpc_error_keeps_request_id(ls, mixed):
     (a,) = raw_exchange(mixed.socket, b'{"jsonrpc":"2.0","id":3,"method":"hello","params":[1,2]}\n')
     assert a["error"]["code"] == -32602

@@ -45,12 +45,6 @@ def test_never_retrieved_is_still_logged(failed_prog):
     assert "loopscope:" not in text  # and the agent said nothing
 
 
-@pytest.mark.xfail(
-    reason="tasks are instances of the agent's subclass 'TrackedTask', and asyncio's log uses "
-    "the class name: 'TrackedTask exception was never retrieved' / 'future: <TrackedTask ...>' "
-    "instead of 'Task ...' (agent/tracker.py _make_task_classes: set __name__/__qualname__ to 'Task')",
-    strict=True,
-)
 def test_never_retrieved_log_line_is_unchanged(failed_prog):
     err = failed_prog.stderr
     err.wait_line("ValueError: boom", timeout=10)

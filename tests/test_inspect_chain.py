@@ -99,12 +99,6 @@ def test_creation_frames_option(ls):
     assert info["site"] == f"make_helper_task {where(S, 'helper-create')}"
 
 
-@pytest.mark.xfail(
-    reason="with creation_frames > 1, _caller_frames (agent/tracker.py) keeps walking f_back past "
-    "the task's coroutine into the event loop's machinery (Handle._run, _run_once): noise in every "
-    "creation chain; it should stop at the loop machinery like raw_stack_of_frame does",
-    strict=True,
-)
 def test_creation_frames_stop_at_the_loop(ls):
     prog = ls.start_ready(S, run_opts=("--creation-frames", "3"))
     info = prog.call("tasks.get", {"task": "helper-made"})

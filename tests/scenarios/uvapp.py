@@ -1,16 +1,22 @@
 """Tasks on a uvloop loop, started with uvloop.run or an asyncio.Runner.
 
-Usage: uvapp.py run|runner.  uvloop's loop is not a BaseEventLoop, so the
-agent finds it when it starts running; tasks created after that carry
-creation sites.
+Usage: uvapp.py run|runner|asyncio [factory].  uvloop's loop is not a
+BaseEventLoop, so the agent finds it when it starts running; tasks created
+after that carry creation sites.  "asyncio" runs the same on the default
+loop; "factory" makes main install a task factory of its own first.
 """
 
 import asyncio
 import sys
 
-import uvloop
+if sys.argv[1] != "asyncio":
+    import uvloop
 
 from _common import exit_with_parent, ready
+
+
+class MyTask(asyncio.Task):
+    pass
 
 
 async def worker(ev):
@@ -25,6 +31,8 @@ async def spawner(ev):
 async def main():
     ev = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if "factory" in sys.argv[2:]:
+        loop.set_task_factory(lambda loop, coro, **kw: MyTask(coro, loop=loop, **kw))
     print("LOOP", type(loop).__module__, flush=True)
     tasks = [asyncio.create_task(worker(ev), name=f"uv-worker-{i}") for i in range(3)]  # LINE:create-workers
     tasks.append(asyncio.create_task(spawner(ev), name="uv-spawner"))  # LINE:create-spawner
@@ -35,8 +43,10 @@ async def main():
 
 
 exit_with_parent()
-if sys.argv[1:] == ["runner"]:
+if sys.argv[1] == "runner":
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+elif sys.argv[1] == "asyncio":
+    asyncio.run(main())
 else:
     uvloop.run(main())

@@ -116,14 +116,7 @@ def _caller_frames(depth: int) -> tuple:
         return ()
     if depth == 1:
         return (f.f_code, f.f_lasti)
-    out: list = []
-    while f is not None and len(out) < 2 * depth:
-        if f.f_code.co_filename in _LOOP_MACHINERY:
-            break
-        out.append(f.f_code)
-        out.append(f.f_lasti)
-        f = f.f_back
-    return tuple(out)
+    return raw_stack_of_frame(f, depth)
 
 
 def raw_stack_of_frame(f: FrameType | None, limit: int) -> tuple:
