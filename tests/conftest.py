@@ -33,6 +33,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
 PYTHON = sys.executable
+PYCACHE_PREFIX = os.path.join(tempfile.gettempdir(), f"loopscope-tests-pycache-{os.getuid()}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -280,8 +281,11 @@ class Harness:
             LOOPSCOPE_SOCKET_DIR=self.sockdir,
             PYTHONUNBUFFERED="1",
             SCENARIO_EXIT_WITH_PARENT="1",
-            PYTHONDONTWRITEBYTECODE="1",
+            # Every test starts many interpreters: let them cache bytecode,
+            # but in a tree of their own, never next to sources or the stdlib.
+            PYTHONPYCACHEPREFIX=PYCACHE_PREFIX,
         )
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env.pop("PYTHONASYNCIODEBUG", None)
         self.programs: list[Program] = []
 

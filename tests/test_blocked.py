@@ -62,9 +62,13 @@ def test_blocked_loop_is_reported(ls):
 
 def test_not_blocked_when_idle(ls):
     prog = ls.start_ready("chain.py")
-    # idle for several heartbeats: never reported blocked
+    # sampled over many heartbeats (and past blocked_after): never reported blocked
+    samples = 0
     deadline = time.monotonic() + 0.6
     while time.monotonic() < deadline:
         loop = prog.call("hello")["loops"][0]
         assert loop["blocked"] is False and loop["blocked_stack"] is None
+        samples += 1
+        time.sleep(0.02)  # a sampling interval, not a synchronisation
+    assert samples >= 5
     assert os.path.exists(prog.socket)

@@ -132,3 +132,15 @@ def test_dump_signal_disabled(ls):
     os.kill(prog.pid, signal.SIGUSR1)
     assert prog.wait_exit(10) == -signal.SIGUSR1
     assert not glob.glob(os.path.join(ls.sockdir, "loopscope-*.json"))
+
+
+def test_stats_text(ls, mixed):
+    res = ls.ok("stats", mixed.pid, "--by", "site")
+    rows = parse_table(res.out)
+    assert res.err.strip() == "(8 live tasks)"
+    counts = {r["site"]: int(r["tasks"]) for r in rows}
+    assert counts[f"group_owner {where(S, 'create-leaf')}"] == 3
+    assert sum(counts.values()) == 8
+    assert [int(r["tasks"]) for r in rows] == sorted((int(r["tasks"]) for r in rows), reverse=True)
+    rows = parse_table(ls.ok("stats", mixed.pid, "--by", "coro", "--limit", "2").out)
+    assert [(r["coro"], r["tasks"]) for r in rows] == [("leaf", "3"), ("worker", "3")]

@@ -1,0 +1,85 @@
+"""The agent on uvloop: tasks created once the loop runs carry creation sites."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import marker_line, parse_table, uvloop_or_skip, where
+
+S = "uvapp.py"
+
+@pytest.mark.uvloop
+@pytest.mark.parametrize("mode", ["run", "runner"])
+def test_uvloop_tasks_have_sites(ls, mode):
+    uvloop_or_skip()
+    prog = ls.start(S, mode)
+    prog.wait_line("LOOP uvloop")
+    prog.wait_line("READY")
+    hello = prog.wait_agent()
+    (loop,) = hello["loops"]
+    assert loop["kind"].startswith("uvloop"), loop
+    assert loop["running"] is True
+
+    page = ls.ok("ps", prog.pid, "--json").json()
+    tasks = {t["name"]: t for t in page["tasks"]}
+    assert {"uv-worker-0", "uv-worker-1", "uv-worker-2", "uv-spawner", "uv-grandchild"} <= set(tasks)
+    for i in range(3):
+        t = tasks[f"uv-worker-{i}"]
+        assert t["tracked"] is True
+        assert t["site"].endswith(where(S, "create-workers")), t["site"]
+        assert [f["function"] for f in t["stack"]] == ["Event.wait", "worker"]
+        assert t["stack"][1]["lineno"] == marker_line(S, "worker-wait")
+    assert tasks["uv-spawner"]["site"] == f"main {where(S, 'create-spawner')}"
+    g = tasks["uv-grandchild"]
+    assert g["site"] == f"spawner {where(S, 'create-grandchild')}"
+    assert g["parent_name"] == "uv-spawner"
+    assert [a["task_name"] for a in g["awaiters"]] == ["uv-spawner"]
+
+    # the main task was created before the loop ran: no site, said so
+    (main,) = [t for t in page["tasks"] if not t["tracked"]]
+    assert main["site"] is None
+    assert "main" in [f["function"] for f in main["stack"]]  # (uvloop.run wraps it)
+
+    rows = parse_table(ls.ok("ps", prog.pid, "-l").out)
+    by_name = {r["task name"]: r for r in rows}
+    col = by_name["uv-spawner"]["creation site"]  # clipped to 50 characters with "…"
+    assert col.startswith("main ") and f"main {where(S, 'create-spawner')}".startswith(col.rstrip("…"))
+    assert by_name["uv-grandchild"]["awaiter name"] == "uv-spawner"
+    assert by_name[main["name"]]["creation site"] == "?"
+
+    info = ls.ok("inspect", prog.pid, "uv-grandchild").out
+    assert f"spawner {where(S, 'create-grandchild')}" in info
+    assert f"main {where(S, 'create-spawner')}" in info
+    assert "created    before loopscope was installed" not in info
+    stats = ls.ok("stats", prog.pid, "--json").json()
+    assert {g["key"]: g["count"] for g in stats["groups"]}["(unknown: created before loopscope)"] == 1
+
+
+UVLOOP_FACTORY = (
+    "the agent keeps its task factory outermost by patching BaseEventLoop.set_task_factory "
+    "(agent/core.py _patch); uvloop's Loop is not a BaseEventLoop, so a program that sets its own "
+    "factory on a uvloop loop silently replaces the agent's: every later task is untracked "
+    "(e.g. re-wrap the factory from the loop's heartbeat in agent/loops.py)"
+)
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "asyncio",
+        pytest.param("run", marks=[pytest.mark.uvloop, pytest.mark.xfail(reason=UVLOOP_FACTORY, strict=True)]),
+    ],
+)
+def test_program_task_factory_keeps_tracking(ls, mode):
+    if mode != "asyncio":
+        uvloop_or_skip()
+    prog = ls.start(S, mode, "factory")
+    prog.wait_line("READY")
+    prog.wait_agent()
+    page = prog.call("tasks.graph", {"filter": {"name": "uv-*"}})
+    assert len(page["tasks"]) == 5
+    for t in page["tasks"]:
+        assert t["tracked"] is True, t["name"]
+        assert t["site"] is not None
+    g = next(t for t in page["tasks"] if t["name"] == "uv-grandchild")
+    assert g["site"] == f"spawner {where(S, 'create-grandchild')}"
+    assert g["parent_name"] == "uv-spawner"
