@@ -90,7 +90,7 @@ FACTORY = (
         "never_retrieved_log",
         pytest.param("unnamed_task_name", marks=pytest.mark.xfail(sys.version_info[:3] == (3, 13, 0), reason=NAME_BUG, strict=True)),
         pytest.param("main_task_name", marks=pytest.mark.xfail(sys.version_info[:3] == (3, 13, 0), reason=NAME_BUG, strict=True)),
-        pytest.param("task_factory", marks=pytest.mark.xfail(reason=FACTORY, strict=True)),
+        "task_factory",
     ],
 )
 def test_observable_identity(identity_pair, key):
@@ -160,14 +160,6 @@ def test_eager_tasks_are_tracked(ls):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_task_factory is new in 3.12")
-@pytest.mark.xfail(
-    sys.version_info < (3, 14),
-    reason="on 3.12/3.13 create_task names a factory-made task only after the factory returns, "
-    "i.e. after an eager task's first step; the agent snapshots the parent's name when the child "
-    "is created (tracker.make_origin), so children made in that step name their parent 'Task-N' "
-    "for ever. Reading the parent's name at query time (weakref) would fix it",
-    strict=True,
-)
 def test_eager_child_parent_name(ls):
     prog = ls.start_ready("eager.py")
     info = prog.call("tasks.get", {"task": "eager-child"})

@@ -75,14 +75,6 @@ def test_wait_for_timeout_cancellation(ls, cancel_prog):
     assert f"slow {where(S, 'slow-sleep')}" in info
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    reason="on 3.12+ wait_for's timeout cancels the waiting task, whose C cancel() calls "
-    "slow-inner.cancel(); the recorded cancel stack then starts at loopscope's own "
-    "TrackedTask.cancel (agent/tracker.py), so history says 'by outside any task at "
-    ".../loopscope/agent/tracker.py:NNN'. _record_cancel should skip the agent's frames",
-    strict=True,
-)
 def test_wait_for_cancel_stack_has_no_loopscope_frames(ls, cancel_prog):
     page = cancel_prog.call("history.list", {"kind": "cancelled", "detail": True})
     (inner,) = [t for t in page["tasks"] if t["name"] == "slow-inner"]

@@ -192,7 +192,7 @@ DUMP_AWAITER_STACKS = (
 )
 
 
-@pytest.mark.parametrize("source", ["live", pytest.param("dump", marks=pytest.mark.xfail(reason=DUMP_AWAITER_STACKS, strict=True))])
+@pytest.mark.parametrize("source", ["live", "dump"])
 def test_ps_awaiter_chain_when_awaiter_is_filtered_out(ls, nested, source):
     target = nested.pid
     if source == "dump":

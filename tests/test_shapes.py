@@ -63,25 +63,12 @@ def test_waiting_on_primitives(ls, shapes):
     assert re.search(r"^  waiting on sleep\(3600\) \(fires in (59\.\d|60\.0)m\)$", text, re.M), text
 
 
-@pytest.mark.xfail(
-    reason="waiting_on (agent/introspect.py) looks only at the innermost frame, which for "
-    "Barrier.wait is the Condition it uses inside: the ('Barrier', 'wait') entry of "
-    "_PRIMITIVE_WAITS can never match; the outermost known primitive should win",
-    strict=True,
-)
 def test_waiting_on_barrier(shapes):
     info = shapes.call("tasks.get", {"task": "barrier-waiter"})
     assert info["waiting_on"]["kind"] == "barrier"
     assert info["waiting_on"]["description"] == "Barrier (1/3)"
 
 
-@pytest.mark.xfail(
-    reason="_innermost_coro (agent/introspect.py) stops at the async_generator_asend object of an "
-    "`async for`, so a task sleeping inside an async generator is described as waiting on "
-    "'Future <Future pending cb=[Task.task_wakeup()]>' instead of sleep(3600); coro_frames already "
-    "follows asend objects through the generator, waiting_on should too",
-    strict=True,
-)
 def test_waiting_on_inside_async_generator(shapes):
     info = shapes.call("tasks.get", {"task": "agen-consumer"})
     assert info["waiting_on"]["kind"] == "sleep"

@@ -277,7 +277,7 @@ def test_table_alignment_and_clipping():
     out = render.table(["a", "bb"], [["xxx", "y" * 10], ["z", "w"]], {1: 5}).splitlines()
     assert out[0] == "a    bb"
     assert set(out[1]) == {"-"}
-    assert out[2] == "xxx  yyyy…"
+    assert out[2] == "xxx  yy…yy"  # clipped in the middle: a location keeps its :line
     assert out[3] == "z    w"
 
 

@@ -127,30 +127,30 @@ def parse_sort(sort: str | None) -> tuple[str, bool]:
     return key, desc
 
 
-def sort_key(sort: str | None) -> tuple[Callable[[TaskInfo], tuple], bool]:
-    """(key function, reverse) for a sort spec; unknown values sort last
-    whichever the direction, and age sorts oldest first by default."""
+def sort_key(sort: str | None) -> tuple[Callable[[TaskInfo], float | str], bool]:
+    """(key function, reverse) for a sort spec.
+
+    Keys are plain floats or strings, never tuples: the garbage collector
+    does not track those, so sorting 100,000 tasks inside the agent does not
+    push it into a full collection (which would stall the monitored loop).
+    Unknown values sort last whichever the direction; age sorts oldest first.
+    """
     key, desc = parse_sort(sort)
+    inf = float("inf")
     if key in ("age", "created"):
-
-        def num(t: TaskInfo) -> tuple:
-            v = getattr(t, key)
-            return (v is None, -v if (v is not None and desc) else (v or 0.0))
-
-        return num, False
-
-    def text(t: TaskInfo) -> tuple:
-        v = getattr(t, key)
-        return ((v is not None) if desc else (v is None), v or "")
-
-    return text, desc
+        if desc:
+            return (lambda t: -v if (v := getattr(t, key)) is not None else inf), False
+        return (lambda t: v if (v := getattr(t, key)) is not None else inf), False
+    if desc:
+        return (lambda t: "\x01" + v if (v := getattr(t, key)) is not None else "\x00"), True
+    return (lambda t: "\x00" + v if (v := getattr(t, key)) is not None else "\x01"), False
 
 
 CHUNK = 4096
 
 
-def pick(pairs: list[tuple[Any, int]], limit: int | None, offset: int, reverse: bool) -> list[int]:
-    """Indices of the requested page from (sort key, index) pairs.
+def pick(keys: list[Any], limit: int | None, offset: int, reverse: bool) -> list[int]:
+    """Indices of the requested page, ordered by ``keys`` (stable).
 
     Built to run inside a monitored process next to its event loop: with a
     limit it keeps a heap of ``offset + limit``; without one it sorts chunks
@@ -159,21 +159,22 @@ def pick(pairs: list[tuple[Any, int]], limit: int | None, offset: int, reverse: 
     """
     if offset < 0 or (limit is not None and limit < 0):
         raise QueryError("limit and offset must not be negative")
+    kf = keys.__getitem__
+    indices = range(len(keys))
     if limit is not None:
         n = offset + limit
-        best = heapq.nlargest(n, pairs) if reverse else heapq.nsmallest(n, pairs)
-        return [i for _, i in best[offset:]]
-    chunks = [sorted(pairs[i : i + CHUNK], reverse=reverse) for i in range(0, len(pairs), CHUNK)]
-    merged = heapq.merge(*chunks, reverse=reverse)
-    return [i for _, i in itertools.islice(merged, offset, None)]
+        best = heapq.nlargest(n, indices, key=kf) if reverse else heapq.nsmallest(n, indices, key=kf)
+        return best[offset:]
+    chunks = [sorted(indices[i : i + CHUNK], key=kf, reverse=reverse) for i in range(0, len(keys), CHUNK)]
+    return list(itertools.islice(heapq.merge(*chunks, key=kf, reverse=reverse), offset, None))
 
 
 def select(tasks: Iterable[TaskInfo], flt: TaskFilter, sort: str | None, limit: int | None, offset: int = 0) -> tuple[int, list[TaskInfo]]:
     """Filter, sort and page; returns (number matched, the page)."""
-    items = list(tasks)
     keyfn, reverse = sort_key(sort)
-    pairs = [(keyfn(t), i) for i, t in enumerate(items) if flt.matches(t)]
-    return len(pairs), [items[i] for i in pick(pairs, limit, offset, reverse)]
+    matched = [t for t in tasks if flt.matches(t)]
+    keys = [keyfn(t) for t in matched]
+    return len(matched), [matched[i] for i in pick(keys, limit, offset, reverse)]
 
 
 def group(tasks: Iterable[TaskInfo], by: str, flt: TaskFilter | None = None, limit: int | None = None) -> list[StatGroup]:
@@ -208,10 +209,11 @@ def ranked_groups(tasks: Iterable[TaskInfo], by: str, flt: TaskFilter | None = N
                 oldest[key] = t.age
             if t.age < newest.get(key, float("inf")):
                 newest[key] = t.age
-    keys = list(counts)
-    pairs = [((-counts[k], k), i) for i, k in enumerate(keys)]
-    for i in pick(pairs, limit, 0, False):
-        k = keys[i]
+    names = list(counts)
+    alphabetical = [names[i] for i in pick(names, None, 0, False)]
+    by_count = [-counts[k] for k in alphabetical]
+    for i in pick(by_count, limit, 0, False):
+        k = alphabetical[i]
         yield StatGroup(k, counts[k], oldest.get(k), newest.get(k), site_ids.get(k))
 
 
@@ -219,5 +221,6 @@ def select_history(tasks: list[TaskInfo], flt: TaskFilter, sort: str | None, lim
     """History pages: most recently ended first unless a sort is given."""
     if sort:
         return select(tasks, flt, sort, limit)
-    pairs = [(t.outcome.ended if t.outcome else 0.0, i) for i, t in enumerate(tasks) if flt.matches(t)]
-    return len(pairs), [tasks[i] for i in pick(pairs, limit, 0, True)]
+    matched = [t for t in tasks if flt.matches(t)]
+    keys = [t.outcome.ended if t.outcome else 0.0 for t in matched]
+    return len(matched), [matched[i] for i in pick(keys, limit, 0, True)]

@@ -25,6 +25,7 @@ import time
 from asyncio import base_events, events
 from typing import Any
 
+from . import integrations
 from .config import Config, default_socket_dir, load
 from .introspect import Introspector
 from .loops import LoopRegistry
@@ -35,6 +36,7 @@ from .tracker import Tracker, is_our_factory, make_factory
 _lock = threading.Lock()
 _agent: Agent | None = None
 _fork_hook_registered = False
+_ABSENT = object()
 
 
 class Agent:
@@ -48,6 +50,7 @@ class Agent:
         self.methods = Methods(self)
         self.server: Server | None = None
         self._patches: list[tuple[Any, str, Any]] = []
+        self._import_hook: Any = None
         self._dump_event = threading.Event()
         self._dumper: threading.Thread | None = None
         self._old_signal: Any = None
@@ -57,6 +60,10 @@ class Agent:
 
     def start(self) -> None:
         self._patch()
+        try:
+            self._import_hook = integrations.install(self.tracker.eager_task_class, {"uvloop": self._patch_uvloop})
+        except Exception as e:  # noqa: BLE001
+            self.tracker.note_error(e)
         if self.config.server:
             self._start_server()
         self._install_signal()
@@ -69,8 +76,13 @@ class Agent:
 
     def stop(self) -> None:
         for owner, name, original in reversed(self._patches):
-            setattr(owner, name, original)
+            if original is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
         self._patches.clear()
+        integrations.uninstall(self._import_hook)
+        self._import_hook = None
         self.loops.detach_all()
         if self.server is not None:
             self.server.stop()
@@ -130,7 +142,19 @@ class Agent:
         if getattr(asyncio, "_set_running_loop", None) is orig_set_running:
             self._set(asyncio, "_set_running_loop", _set_running_loop)
 
-        orig_init = base_events.BaseEventLoop.__init__
+        self._patch_loop_class(base_events.BaseEventLoop)
+
+    def _patch_uvloop(self, module: Any) -> None:
+        """``uvloop.Loop`` is a Python subclass of the Cython loop: patch it
+        like BaseEventLoop, so its main task is tracked from birth and a
+        program's own task factory is chained, not lost."""
+        loop_class = getattr(module, "Loop", None)
+        if isinstance(loop_class, type) and not any(p[0] is loop_class for p in self._patches):
+            self._patch_loop_class(loop_class)
+
+    def _patch_loop_class(self, cls: type) -> None:
+        agent = self
+        orig_init = cls.__init__
 
         def __init__(loop: Any, *args: Any, **kwargs: Any) -> None:
             orig_init(loop, *args, **kwargs)
@@ -139,9 +163,8 @@ class Agent:
             except Exception as e:  # noqa: BLE001
                 agent.tracker.note_error(e)
 
-        self._set(base_events.BaseEventLoop, "__init__", __init__)
-
-        orig_stf = base_events.BaseEventLoop.set_task_factory
+        self._set(cls, "__init__", __init__)
+        orig_stf = cls.set_task_factory
 
         def set_task_factory(loop: Any, factory: Any) -> None:
             if not is_our_factory(factory) and id(loop) in agent.loops._states:
@@ -151,10 +174,26 @@ class Agent:
                     agent.tracker.note_error(e)
             orig_stf(loop, factory)
 
-        self._set(base_events.BaseEventLoop, "set_task_factory", set_task_factory)
+        self._set(cls, "set_task_factory", set_task_factory)
+        orig_gtf = cls.get_task_factory
+
+        def get_task_factory(loop: Any) -> Any:
+            """What the program set (or None): ours stays invisible."""
+            factory = orig_gtf(loop)
+            if is_our_factory(factory):
+                return getattr(factory, "loopscope_inner", None)
+            return factory
+
+        get_task_factory.loopscope_original = orig_gtf  # type: ignore[attr-defined]
+        self._set(cls, "get_task_factory", get_task_factory)
 
     def _set(self, owner: Any, name: str, value: Any) -> None:
-        self._patches.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
+        if isinstance(owner, type):
+            # restore exactly what the class itself had (absent: inherited)
+            original = owner.__dict__.get(name, _ABSENT)
+        else:
+            original = getattr(owner, name)
+        self._patches.append((owner, name, original))
         setattr(owner, name, value)
 
     # -- dumps ------------------------------------------------------------------
@@ -207,7 +246,8 @@ class Agent:
             if self._signum is None:
                 return
             directory = self.config.dump_dir or (self.server.directory if self.server else default_socket_dir())
-            stamp = time.strftime("%Y%m%d-%H%M%S")
+            now = time.time()
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
             path = os.path.join(directory, f"loopscope-{os.getpid()}-{stamp}.json")
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)

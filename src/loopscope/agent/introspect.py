@@ -22,6 +22,7 @@ import linecache
 import reprlib
 import sys
 import time
+from collections.abc import Iterator
 from types import CodeType
 from typing import Any
 
@@ -50,7 +51,9 @@ from .tracker import (
     O_PARENT_NAME,
     O_TRUNC,
     Tracker,
+    _GET_CORO_UNSAFE_WHEN_DONE,
     code_lineno,
+    safe_coro_name,
 )
 
 _repr = reprlib.Repr()
@@ -134,35 +137,14 @@ def frames_with_source(frames: list[Frame]) -> list[Frame]:
 
 
 def coro_frames(coro: Any, limit: int = 64, with_locals: bool = False) -> list[Frame]:
-    """A coroutine's own stack through ``cr_await``, innermost first.
-
-    Follows coroutines, generator-based coroutines and async generators (an
-    ``async for`` awaits an ``asend`` object that only knows its generator
-    through the GC's referents).
-    """
+    """A coroutine's own stack through ``cr_await``, innermost first."""
     out: list[Frame] = []
-    seen = 0
-    while coro is not None and seen < limit:
-        seen += 1
-        frame = getattr(coro, "cr_frame", None)
-        if frame is not None:
-            nxt = coro.cr_await
-        elif getattr(coro, "gi_frame", None) is not None:
-            frame, nxt = coro.gi_frame, coro.gi_yieldfrom
-        elif getattr(coro, "ag_frame", None) is not None:
-            frame, nxt = coro.ag_frame, coro.ag_await
-        elif type(coro).__name__ in ("async_generator_asend", "async_generator_athrow"):
-            gens = [r for r in gc.get_referents(coro) if hasattr(r, "ag_frame")]
-            coro = gens[0] if gens else None
-            continue
-        else:
-            break
+    for _obj, frame in _walk(coro, limit):
         code = frame.f_code
         fr = Frame(code.co_qualname, code.co_filename, frame.f_lineno)
         if with_locals:
             fr.locals = _locals(frame)
         out.append(fr)
-        coro = nxt
     out.reverse()
     return out
 
@@ -181,18 +163,31 @@ def _locals(frame: Any) -> dict[str, str]:
     return out
 
 
-def _innermost_coro(coro: Any) -> tuple[Any, Any]:
-    """(innermost coroutine-ish object, its frame) of a suspended chain."""
-    last, frame = None, None
-    for _ in range(64):
-        f = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if f is None:
-            break
-        last, frame = coro, f
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+def _walk(coro: Any, limit: int = 64) -> Iterator[tuple[Any, Any]]:
+    """(awaitable, its frame) along a suspended chain, outermost first.
+
+    Follows ``cr_await``/``gi_yieldfrom``/``ag_await``; an ``async for``
+    awaits an ``asend`` object that only knows its generator through the
+    garbage collector's referents.
+    """
+    for _ in range(limit):
         if coro is None:
-            break
-    return last, frame
+            return
+        frame = getattr(coro, "cr_frame", None)
+        if frame is not None:
+            nxt = coro.cr_await
+        elif getattr(coro, "gi_frame", None) is not None:
+            frame, nxt = coro.gi_frame, coro.gi_yieldfrom
+        elif getattr(coro, "ag_frame", None) is not None:
+            frame, nxt = coro.ag_frame, coro.ag_await
+        elif type(coro).__name__ in ("async_generator_asend", "async_generator_athrow"):
+            gens = [r for r in gc.get_referents(coro) if hasattr(r, "ag_frame")]
+            coro = gens[0] if gens else None
+            continue
+        else:
+            return
+        yield coro, frame
+        coro = nxt
 
 
 def _describe_future(fut: Any) -> WaitTarget:
@@ -229,38 +224,47 @@ _WAIT_METHODS = frozenset(m for _, m in _PRIMITIVE_WAITS) | {
 
 
 def waiting_on(task: Any) -> WaitTarget | None:
-    """What a suspended task waits on: a timer, a primitive, I/O, a task."""
+    """What a suspended task waits on: a primitive, a timer, I/O, a task.
+
+    The outermost asyncio primitive on the chain wins (``Barrier.wait``
+    waits through ``Condition.wait``: the user awaited the barrier); then a
+    sleep or a stream read at the innermost frame; then the future itself.
+    """
     if task.done():
         return None
-    coro, frame = _innermost_coro(task.get_coro())
-    code = getattr(frame, "f_code", None)
-    fut = getattr(task, "_fut_waiter", None)
-    if code is not None:
-        qual = code.co_qualname
-        if qual == "sleep" and code.co_filename == asyncio.tasks.__file__:
-            return _sleep_target(frame)
-        owner, _, meth = qual.rpartition(".")
-        self_obj = None
+    frames = [f for _c, f in _walk(task.get_coro())]
+    for frame in frames:
+        code = frame.f_code
+        owner, _, meth = code.co_qualname.rpartition(".")
         # Reading f_locals gives a suspended frame a locals dict on 3.11/3.12
         # that lives as long as the frame: do it only for the few functions
         # whose ``self`` tells what is awaited.
-        if owner and meth in _WAIT_METHODS:
-            try:
-                self_obj = frame.f_locals.get("self")
-            except Exception:  # noqa: BLE001
-                self_obj = None
-        if self_obj is not None:
-            for klass in type(self_obj).__mro__:
-                hit = _PRIMITIVE_WAITS.get((klass.__name__, meth))
-                if hit is not None:
-                    try:
-                        return WaitTarget(hit[0], hit[1](self_obj))
-                    except Exception:  # noqa: BLE001
-                        return WaitTarget(hit[0], klass.__name__)
-            if type(self_obj).__name__ == "StreamReader":
-                return WaitTarget("io.read", _stream_description(self_obj))
+        if not owner or meth not in _WAIT_METHODS:
+            continue
+        try:
+            self_obj = frame.f_locals.get("self")
+        except Exception:  # noqa: BLE001
+            continue
+        if self_obj is None:
+            continue
+        for klass in type(self_obj).__mro__:
+            hit = _PRIMITIVE_WAITS.get((klass.__name__, meth))
+            if hit is not None:
+                try:
+                    return WaitTarget(hit[0], hit[1](self_obj))
+                except Exception:  # noqa: BLE001
+                    return WaitTarget(hit[0], klass.__name__)
+        if type(self_obj).__name__ == "StreamReader":
+            return WaitTarget("io.read", _stream_description(self_obj))
+    if frames:
+        inner = frames[-1]
+        code = inner.f_code
+        if code.co_qualname == "sleep" and code.co_filename == asyncio.tasks.__file__:
+            return _sleep_target(inner)
+        meth = code.co_qualname.rpartition(".")[2]
         if meth.startswith("sock_"):
             return WaitTarget("io", f"{meth} on a socket")
+    fut = getattr(task, "_fut_waiter", None)
     if fut is not None:
         return _describe_future(fut)
     return None
@@ -354,6 +358,15 @@ def _partial_via(cb: functools.partial) -> str:
     return "wait_for" if name == "_release_waiter" else name.lstrip("_") or "callback"
 
 
+def _name_now(origin: tuple, alive: dict[int, Any] | None) -> str | None:
+    """The parent's current name if it is still alive, else as recorded."""
+    if alive:
+        parent = alive.get(origin[O_PARENT_ID])
+        if parent is not None:
+            return parent.get_name()
+    return origin[O_PARENT_NAME]
+
+
 class Introspector:
     """Builds TaskInfo records for one agent (shares interned frames/sites)."""
 
@@ -364,7 +377,7 @@ class Introspector:
     def now_wall(self) -> float:
         return time.time()
 
-    def light(self, task: Any, loop_id: str, current: Any, now_mono: float) -> TaskInfo:
+    def light(self, task: Any, loop_id: str, current: Any, now_mono: float, alive: dict[int, Any] | None = None) -> TaskInfo:
         """The cheap columns: enough to sort, filter and group 100k tasks."""
         tr = self.tracker
         origin = tr.origin_of(task)
@@ -379,7 +392,7 @@ class Introspector:
         info = TaskInfo(
             id=task_id(task),
             name=task.get_name(),
-            coro=coro_name(task.get_coro()),
+            coro=safe_coro_name(task),
             state=state,
             created=None,
             age=None,
@@ -395,11 +408,13 @@ class Introspector:
                 info.site = site.label()
             if origin[O_PARENT_ID] is not None:
                 info.parent_id = hex(origin[O_PARENT_ID])
-                info.parent_name = origin[O_PARENT_NAME]
+                info.parent_name = _name_now(origin, alive)
         return info
 
-    def fill(self, info: TaskInfo, task: Any, *, source: bool = False, locals_: bool = False, awaiter_stacks: bool = True) -> TaskInfo:
+    def fill(self, info: TaskInfo, task: Any, *, source: bool = False, locals_: bool = False, awaiter_stacks: bool = True, alive: dict[int, Any] | None = None) -> TaskInfo:
         """Add the stack, awaiters, wait target, chain and cancel record."""
+        if _GET_CORO_UNSAFE_WHEN_DONE and task.done():
+            return info
         stack = coro_frames(task.get_coro(), with_locals=locals_)
         info.stack = frames_with_source(stack) if source else stack
         info.awaiters = []
@@ -417,13 +432,13 @@ class Introspector:
         except Exception:  # noqa: BLE001 - a best-effort description
             info.waiting_on = None
         origin = self.tracker.origin_of(task)
-        info.creation_chain = self.chain(info.id, origin, source) if origin is not None else []
+        info.creation_chain = self.chain(info.id, origin, source, alive) if origin is not None else []
         rec = self.tracker.cancel_of(task)
         if rec is not None:
             info.cancel = self.cancel_record(rec, source)
         return info
 
-    def chain(self, tid: str | None, origin: tuple, source: bool = False) -> list[CreationLink]:
+    def chain(self, tid: str | None, origin: tuple, source: bool = False, alive: dict[int, Any] | None = None) -> list[CreationLink]:
         links: list[CreationLink] = []
         cur: tuple | None = origin
         while cur is not None and len(links) < self.tracker.config.max_chain + 1:
@@ -434,7 +449,7 @@ class Introspector:
                     frames=frames,
                     created=self.tracker.wall(cur[O_CREATED]),
                     parent_id=hex(cur[O_PARENT_ID]) if cur[O_PARENT_ID] is not None else None,
-                    parent_name=cur[O_PARENT_NAME],
+                    parent_name=_name_now(cur, alive),
                     truncated=cur[O_TRUNC],
                 )
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from asyncio import base_events
 import time
 import weakref
 from typing import Any
@@ -69,7 +70,7 @@ class LoopRegistry:
                 return st
             st = LoopState(loop)
             self._states[id(loop)] = st
-        current = loop.get_task_factory()
+        current = real_factory(loop)
         if not is_our_factory(current):
             st.inner_factory = current
             loop.set_task_factory(make_factory(self.tracker, current))
@@ -93,6 +94,15 @@ class LoopRegistry:
         if loop is None or loop.is_closed():
             return
         st.last_beat = _monotonic()
+        factory = real_factory(loop)
+        if not is_our_factory(factory):
+            # uvloop's set_task_factory cannot be patched: a program that sets
+            # its own factory replaced ours; chain to it again.
+            try:
+                st.inner_factory = factory
+                loop.set_task_factory(make_factory(self.tracker, factory))
+            except Exception as e:  # noqa: BLE001
+                self.tracker.note_error(e)
         try:
             st.handle = loop.call_later(self.config.heartbeat, self._beat, st_ref)
         except RuntimeError:  # loop closed under us
@@ -108,14 +118,14 @@ class LoopRegistry:
             if st.handle is not None:
                 st.handle.cancel()
                 st.handle = None
-            factory = loop.get_task_factory()
+            factory = real_factory(loop)
             if is_our_factory(factory):
                 loop.set_task_factory(getattr(factory, "loopscope_inner", None))
         with self._lock:
             self._states.clear()
 
     def created_count(self, loop: Any) -> int:
-        factory = loop.get_task_factory()
+        factory = real_factory(loop)
         counter = getattr(factory, "loopscope_created", None)
         if counter is None:
             return 0
@@ -141,6 +151,15 @@ class LoopRegistry:
                 if st.thread_ident is not None:
                     info.blocked_stack = frames_of_thread(st.thread_ident)
         return info
+
+
+def real_factory(loop: Any) -> Any:
+    """The factory the loop will call, ours included: the agent hides its
+    factory from ``get_task_factory``, so ask the unpatched method."""
+    if isinstance(loop, base_events.BaseEventLoop):
+        return loop._task_factory
+    getter = getattr(type(loop).get_task_factory, "loopscope_original", None)
+    return getter(loop) if getter is not None else loop.get_task_factory()
 
 
 def live_tasks(loop: Any) -> list[Any]:

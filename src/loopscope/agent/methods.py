@@ -107,21 +107,25 @@ class Methods:
             # parse_sort: "age" is descending age, "created" ascending time;
             # both mean oldest first.  Untracked tasks (inf) always sort last.
             oldest_first = desc if key == "age" else not desc
-            pairs = []
-            for i, t in enumerate(flat):
+            keys: list[float] = []
+            for t in flat:
                 o = origin_of(t)
                 if o is None:
-                    pairs.append((inf, i))
+                    keys.append(inf)
                 else:
-                    c = o[O_CREATED]
-                    pairs.append((c if oldest_first else -c, i))
-            idx = pick(pairs, limit, offset, False)
+                    keys.append(o[O_CREATED] if oldest_first else -o[O_CREATED])
+            idx = pick(keys, limit, offset, False)
             matched = total
         else:
             keyfn, reverse = sort_key(sort)
-            pairs = [(keyfn(info), i) for i, (info, _t) in enumerate(self._infos(groups)) if flt.matches(info)]
-            matched = len(pairs)
-            idx = pick(pairs, limit, offset, reverse)
+            skeys: list[Any] = []
+            where: list[int] = []
+            for i, (info, _t) in enumerate(self._infos(groups)):
+                if flt.matches(info):
+                    skeys.append(keyfn(info))
+                    where.append(i)
+            matched = len(where)
+            idx = [where[j] for j in pick(skeys, limit, offset, reverse)]
         return total, matched, [flat[i] for i in idx], loops
 
     def _emit(self, tasks: list[Any], **fill: Any) -> RawJSONList:
@@ -136,19 +140,26 @@ class Methods:
         fill_fn = self.agent.introspector.fill
         now = time.monotonic()
         currents: dict[int, Any] = {}
+        alive = self._alive() if tasks else {}
         for task in tasks:
             loop = task.get_loop()
             key = id(loop)
             if key not in currents:
                 currents[key] = _current_task(loop)
-            info = light(task, hex(key), currents[key], now)
+            info = light(task, hex(key), currents[key], now, alive)
             if fill:
                 try:
-                    fill_fn(info, task, **fill)
+                    fill_fn(info, task, alive=alive, **fill)
                 except Exception as e:  # noqa: BLE001 - one odd task must not fail the page
                     self.agent.tracker.note_error(e)
             out.append(dumps_piecewise(info))
         return out
+
+    def _alive(self) -> dict[int, Any]:
+        """Live tasks by id, to show a parent's name as it is now: on
+        3.12/3.13 an eager task gets its name only after its first step,
+        when its children already recorded "Task-N"."""
+        return {id(t): t for _lid, _cur, tasks in self._raw()[0] for t in tasks}
 
     def _find(self, ref: Any) -> tuple[TaskInfo, Any]:
         if not isinstance(ref, str) or not ref:

@@ -46,6 +46,7 @@ _Task = asyncio.Task
 _task_del = _Task.__del__
 _task_cancel = _Task.cancel
 _getframe = sys._getframe
+_get_running_loop = asyncio._get_running_loop
 _monotonic = time.monotonic
 
 try:  # 3.12+: C current_task(loop); 3.11: the C module's dict of current tasks
@@ -259,8 +260,7 @@ class Tracker:
         except BaseException as e:  # noqa: BLE001 - never raise into the host
             self.note_error(e)
             return
-        coro = task.get_coro()
-        coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
+        coro_name = safe_coro_name(task)
         ring.append((id(task), task.get_name(), coro_name, origin, cancel, state, now, extra))
         ttl = self.config.history_age
         if ttl > 0:
@@ -277,6 +277,21 @@ class Tracker:
             items = [it for it in items if now - it[6] <= ttl]
         items.sort(key=lambda it: it[6])
         return items
+
+
+# CPython 3.12.0 and 3.12.1 crash in Task.get_coro() on an eager task that
+# finished inside its constructor (fixed in 3.12.2).
+_GET_CORO_UNSAFE_WHEN_DONE = sys.version_info[:3] in ((3, 12, 0), (3, 12, 1))
+
+
+def safe_coro_name(task: Any) -> str:
+    """The qualified name of a task's coroutine, without crashing old 3.12s."""
+    if _GET_CORO_UNSAFE_WHEN_DONE and task.done():
+        origin = getattr(task, "_ls_origin", None)
+        return "?" if origin is None else "(finished)"
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", None)
+    return name if isinstance(name, str) else type(coro).__name__
 
 
 def _exception_summary(exc: BaseException, limit: int) -> tuple:
@@ -326,6 +341,18 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
                 tracker.note_error(e)
             _task_del(self)
 
+    if sys.version_info[:2] == (3, 13):
+        _set_name = _Task.set_name
+
+        def set_name(self: Any, value: Any) -> None:
+            """3.13's create_task calls ``set_name(name)`` even when no name
+            was given once a task factory is set, naming the task "None";
+            without loopscope the task would keep its "Task-N" name."""
+            if value is not None:
+                _set_name(self, value)
+
+        TrackedTask.set_name = set_name  # type: ignore[method-assign]
+
     class EagerTrackedTask(TrackedTask):
         """Eager tasks run their first step inside __init__, so the origin
         must be set before that step creates children of its own."""
@@ -334,7 +361,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
 
         def __init__(self, coro: Any, *, loop: Any = None, **kwargs: Any) -> None:
             try:
-                self._ls_origin = tracker.make_origin(loop)
+                self._ls_origin = tracker.make_origin(loop if loop is not None else _get_running_loop())
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             super().__init__(coro, loop=loop, **kwargs)
@@ -346,8 +373,13 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
             return
         loop = task.get_loop()
         by = _current_task(loop)
-        by_frames = raw_stack_of_frame(_getframe(2), cfg.max_frames)
-        victim = raw_coro_stack(task.get_coro(), cfg.max_frames)
+        caller = _getframe(2)
+        # The C cancel() of an awaiting task forwards to the awaited task's
+        # cancel() with no Python frame in between: skip our own frames.
+        while caller is not None and caller.f_code.co_filename.startswith(_SKIP_DIRS[1]):
+            caller = caller.f_back
+        by_frames = raw_stack_of_frame(caller, cfg.max_frames)
+        victim = () if (_GET_CORO_UNSAFE_WHEN_DONE and task.done()) else raw_coro_stack(task.get_coro(), cfg.max_frames)
         task._ls_cancel = [
             _monotonic(),
             id(by) if by is not None else None,
@@ -377,6 +409,7 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable
     a weak side table (slower, but correct).
     """
     cls = tracker.task_class
+    eager_cls = tracker.eager_task_class
     make_origin = tracker.make_origin
     counter = itertools.count(1)
     bump = counter.__next__
@@ -384,6 +417,11 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable
     if inner is None:
 
         def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            if kwargs.get("eager_start"):
+                # 3.14+: create_task(..., eager_start=True) runs the first
+                # step inside the constructor: the origin must exist first.
+                bump()
+                return eager_cls(coro, loop=loop, **kwargs)
             task = cls(coro, loop=loop, **kwargs)
             try:
                 task._ls_origin = make_origin(loop)

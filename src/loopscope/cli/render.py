@@ -65,9 +65,12 @@ def table(headers: list[str], rows: list[list[str]], max_width: dict[int, int] |
 
 
 def _clip(s: str, width: int | None) -> str:
+    """Shorten to ``width``, cutting the middle so that both the function and
+    the ``:line`` at the end of a location stay visible."""
     if width is None or len(s) <= width:
         return s
-    return s[: width - 1] + "…"
+    head = (width - 1) // 2
+    return s[:head] + "…" + s[len(s) - (width - 1 - head) :]
 
 
 def loop_banner(loops: list[Json]) -> list[str]:
@@ -262,7 +265,7 @@ def history(page: Json) -> str:
             site = user_frame(c.get("by_stack") or [])
             detail = f"by {by}" + (f" at {site['filename']}:{site['lineno']}" if site else "") + (f" msg={c['message']!r}" if c.get("message") else "")
         rows.append([fmt_time(o.get("ended")), t["state"], t["id"], t["name"], t["coro"], t.get("site") or "?", detail])
-    return table(["ended", "state", "task id", "name", "coroutine", "creation site", "details"], rows, {4: 40, 5: 50, 6: 70})
+    return table(["ended", "state", "task id", "name", "coroutine", "creation site", "details"], rows, {4: 40, 5: 50})
 
 
 def stats(res: Json) -> str:

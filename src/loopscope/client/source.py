@@ -108,7 +108,14 @@ class DumpSource:
 
     def graph(self, flt: TaskFilter, sort: str | None, limit: int | None) -> dict[str, Any]:
         matched, page = select(self.snap.tasks, flt, sort, limit)
-        return {"total": len(self.snap.tasks), "matched": matched, "tasks": to_json(page), "loops": to_json(self.snap.hello.loops)}
+        out = to_json(page)
+        # a dump stores each stack once; awaiters refer to their task by id
+        by_id = {t.id: t for t in self.snap.tasks}
+        for t in out:
+            for aw in t.get("awaiters") or []:
+                if not aw.get("stack") and aw["task_id"] in by_id:
+                    aw["stack"] = to_json(by_id[aw["task_id"]].stack or [])
+        return {"total": len(self.snap.tasks), "matched": matched, "tasks": out, "loops": to_json(self.snap.hello.loops)}
 
     def task(self, ref: str, locals_: bool) -> dict[str, Any]:
         for pool in (self.snap.tasks, list(reversed(self.snap.history))):

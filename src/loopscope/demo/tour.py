@@ -88,3 +88,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        try:  # a terminated process cannot remove its own socket
+            os.unlink(socket_for_pid(proc.pid))
+        except OSError:
+            pass
