@@ -17,17 +17,8 @@ def _run(ls, scenario: str, agent: bool) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=ls.base, stdin=subprocess.DEVNULL)
 
 
-EAGER_GET_CORO = (
-    "CPython 3.12.0/3.12.1 crash in Task.get_coro() on an eager task that finished inside "
-    "create_task (its coroutine pointer is NULL; fixed in 3.12.2), and the agent calls "
-    "task.get_coro() on every finished task it records (agent/tracker.py Tracker.record_end, "
-    "also introspect.light/fill if a task finishes mid-query): the monitored program segfaults. "
-    "Guard with task.done() on those versions or keep the coroutine's name from creation"
-)
-OLD_312 = sys.version_info[:3] in ((3, 12, 0), (3, 12, 1))
 
 
-@pytest.mark.xfail(OLD_312, reason=EAGER_GET_CORO, strict=True)
 def test_results_identical_with_and_without_agent(ls):
     bare = _run(ls, "compute.py", agent=False)
     watched = _run(ls, "compute.py", agent=True)
@@ -71,14 +62,11 @@ def identity_pair():
         h.close()
 
 
-NAME_BUG = (
-    "3.13.0's create_task calls task.set_name(None) when a task factory is set, and the agent "
-    "always sets one, so unnamed tasks are named 'None' instead of 'Task-N' (a TrackedTask.set_name "
-    "that ignores None on 3.13.0 would avoid it)"
-)
-FACTORY = (
-    "loop.get_task_factory() returns the agent's loopscope_task_factory instead of None/the "
-    "program's own factory (core.py/loops.py install it on every loop)"
+NAME_NUMBERING_313 = (
+    "on 3.13 create_task applies a task's name only after any task factory returns, so with a "
+    "factory (loopscope's, or asyncio's eager one) named tasks consume a Task-N number too and "
+    "later unnamed tasks are numbered differently than without one; 3.12 always numbers, 3.14 "
+    "passes the name to the factory"
 )
 
 
@@ -88,8 +76,8 @@ FACTORY = (
         "repr_pending",
         "repr_done",
         "never_retrieved_log",
-        pytest.param("unnamed_task_name", marks=pytest.mark.xfail(sys.version_info[:3] == (3, 13, 0), reason=NAME_BUG, strict=True)),
-        pytest.param("main_task_name", marks=pytest.mark.xfail(sys.version_info[:3] == (3, 13, 0), reason=NAME_BUG, strict=True)),
+        pytest.param("unnamed_task_name", marks=pytest.mark.xfail(sys.version_info[:2] == (3, 13), reason=NAME_NUMBERING_313, strict=True)),
+        "main_task_name",
         "task_factory",
     ],
 )
@@ -168,7 +156,6 @@ def test_eager_child_parent_name(ls):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_task_factory is new in 3.12")
-@pytest.mark.xfail(OLD_312, reason=EAGER_GET_CORO, strict=True)
 def test_eager_task_finished_in_create_task_is_recorded(ls):
     bare = _run(ls, "eager_done.py", agent=False)
     assert bare.returncode == 0 and bare.stdout == "done eagerly True 2\nsurvived\n", bare

@@ -56,12 +56,6 @@ def test_ps_shows_own_stack_and_awaiter_chain(ls, nested):
     assert group_foo2["awaiter chain"] == "sleep -> runner"
 
 
-@pytest.mark.xfail(
-    sys.version_info[:3] == (3, 13, 0),
-    reason="3.13.0's create_task calls task.set_name(None) whenever a task factory is set, "
-    "and the agent always sets one: unnamed tasks are named 'None' (see test_behaviour)",
-    strict=True,
-)
 def test_main_task_is_task_1(ls, nested):
     page = nested.call("tasks.graph", {})
     (main,) = [t for t in page["tasks"] if t["coro"] == "runner"]

@@ -125,7 +125,6 @@ GC_DEBT = (
 )
 
 
-@pytest.mark.xfail(sys.version_info >= (3, 13), reason=GC_DEBT, strict=True)
 def test_100k_tasks_query_right_after_creation(ls):
     """The same, without letting the program settle its garbage collector first."""
     m = measure(ls, "--no-settle")

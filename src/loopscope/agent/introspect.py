@@ -51,8 +51,8 @@ from .tracker import (
     O_PARENT_NAME,
     O_TRUNC,
     Tracker,
-    _GET_CORO_UNSAFE_WHEN_DONE,
     code_lineno,
+    coro_of,
     safe_coro_name,
 )
 
@@ -359,12 +359,14 @@ def _partial_via(cb: functools.partial) -> str:
 
 
 def _name_now(origin: tuple, alive: dict[int, Any] | None) -> str | None:
-    """The parent's current name if it is still alive, else as recorded."""
+    """The parent's current name if it is still alive, else as recorded
+    (an eager parent's name cell holds its name after the late rename)."""
     if alive:
         parent = alive.get(origin[O_PARENT_ID])
         if parent is not None:
             return parent.get_name()
-    return origin[O_PARENT_NAME]
+    name = origin[O_PARENT_NAME]
+    return name[0] if isinstance(name, list) else name
 
 
 class Introspector:
@@ -413,9 +415,10 @@ class Introspector:
 
     def fill(self, info: TaskInfo, task: Any, *, source: bool = False, locals_: bool = False, awaiter_stacks: bool = True, alive: dict[int, Any] | None = None) -> TaskInfo:
         """Add the stack, awaiters, wait target, chain and cancel record."""
-        if _GET_CORO_UNSAFE_WHEN_DONE and task.done():
+        coro = coro_of(task)
+        if coro is None:
             return info
-        stack = coro_frames(task.get_coro(), with_locals=locals_)
+        stack = coro_frames(coro, with_locals=locals_)
         info.stack = frames_with_source(stack) if source else stack
         info.awaiters = []
         for aw, via in awaiters_of(task):
@@ -486,7 +489,7 @@ class Introspector:
             if site is not None:
                 info.site_id, info.site = site.id, site.label()
             if origin[O_PARENT_ID] is not None:
-                info.parent_id, info.parent_name = hex(origin[O_PARENT_ID]), origin[O_PARENT_NAME]
+                info.parent_id, info.parent_name = hex(origin[O_PARENT_ID]), _name_now(origin, None)
         outcome = Outcome(state=state, ended=tr.wall(ended))
         if extra is not None:
             outcome.exc_type, outcome.exc_message = extra[0], extra[1]

@@ -87,6 +87,7 @@ def _is_skipped(filename: str) -> bool:
 
 # An origin is a tuple, built once per task and never mutated:
 #   (frames, parent_origin, parent_id, parent_name, created_mono, depth, truncated)
+# parent_name is a str, or an eager parent's one-element name cell (a list).
 # ``frames`` is a flat tuple (code0, lasti0, code1, lasti1, ...), innermost first.
 Origin = tuple
 O_FRAMES, O_PARENT, O_PARENT_ID, O_PARENT_NAME, O_CREATED, O_DEPTH, O_TRUNC = range(7)
@@ -207,14 +208,19 @@ class Tracker:
         if parent is None:
             return (frames, None, None, None, _monotonic(), 0, False)
         porigin = getattr(parent, "_ls_origin", None)
+        pname: Any = getattr(parent, "_ls_name_cell", None)
+        if pname is None:
+            pname = parent.get_name()
+        elif pname[0] is None:
+            pname[0] = parent.get_name()
         if porigin is None:
-            return (frames, None, id(parent), parent.get_name(), _monotonic(), 1, False)
+            return (frames, None, id(parent), pname, _monotonic(), 1, False)
         depth = porigin[O_DEPTH] + 1
         if depth >= self.config.max_chain:
             # Keep the parent's link, drop the grandparents: bounded memory.
             porigin = porigin[:1] + (None,) + porigin[2:5] + (porigin[O_DEPTH], True)
             depth = porigin[O_DEPTH] + 1
-        return (frames, porigin, id(parent), parent.get_name(), _monotonic(), depth, False)
+        return (frames, porigin, id(parent), pname, _monotonic(), depth, False)
 
     def harvest(self) -> None:
         """Record cancelled tasks that are done but not yet released."""
@@ -284,11 +290,23 @@ class Tracker:
 _GET_CORO_UNSAFE_WHEN_DONE = sys.version_info[:3] in ((3, 12, 0), (3, 12, 1))
 
 
+def _lazy_safe(task: Any) -> bool:
+    """Whether get_coro() is safe on a finished task of 3.12.0/1: it is for
+    tasks known not to be eager (ours); unknown tasks are not risked."""
+    return hasattr(task, "_ls_origin") and not getattr(type(task), "_ls_eager", False)
+
+
+def coro_of(task: Any) -> Any:
+    """task.get_coro(), or None where that would crash (see above)."""
+    if _GET_CORO_UNSAFE_WHEN_DONE and task.done() and not _lazy_safe(task):
+        return None
+    return task.get_coro()
+
+
 def safe_coro_name(task: Any) -> str:
     """The qualified name of a task's coroutine, without crashing old 3.12s."""
-    if _GET_CORO_UNSAFE_WHEN_DONE and task.done():
-        origin = getattr(task, "_ls_origin", None)
-        return "?" if origin is None else "(finished)"
+    if _GET_CORO_UNSAFE_WHEN_DONE and task.done() and not _lazy_safe(task):
+        return getattr(task, "_ls_coro_name", None) or "?"
     coro = task.get_coro()
     name = getattr(coro, "__qualname__", None)
     return name if isinstance(name, str) else type(coro).__name__
@@ -355,16 +373,33 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
 
     class EagerTrackedTask(TrackedTask):
         """Eager tasks run their first step inside __init__, so the origin
-        must be set before that step creates children of its own."""
+        must be set before that step creates children of its own.
 
-        __slots__ = ()
+        Two more slots: the coroutine's name (3.12.0/3.12.1 crash in
+        get_coro() once an eager task finished in its constructor), and a
+        one-element name cell that children reference, because 3.12/3.13
+        name a factory-made task only after that first step.
+        """
+
+        __slots__ = ("_ls_coro_name", "_ls_name_cell")
+        _ls_eager = True
 
         def __init__(self, coro: Any, *, loop: Any = None, **kwargs: Any) -> None:
             try:
+                self._ls_coro_name = getattr(coro, "__qualname__", None)
+                self._ls_name_cell = [None]
                 self._ls_origin = tracker.make_origin(loop if loop is not None else _get_running_loop())
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             super().__init__(coro, loop=loop, **kwargs)
+
+        def set_name(self, value: Any) -> None:
+            if value is None and sys.version_info[:2] == (3, 13):
+                return  # see TrackedTask.set_name
+            _Task.set_name(self, value)
+            cell = getattr(self, "_ls_name_cell", None)
+            if cell is not None:
+                cell[0] = self.get_name()
 
     def _record_cancel(task: Any, msg: Any) -> None:
         rec = getattr(task, "_ls_cancel", None)
@@ -379,7 +414,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
         while caller is not None and caller.f_code.co_filename.startswith(_SKIP_DIRS[1]):
             caller = caller.f_back
         by_frames = raw_stack_of_frame(caller, cfg.max_frames)
-        victim = () if (_GET_CORO_UNSAFE_WHEN_DONE and task.done()) else raw_coro_stack(task.get_coro(), cfg.max_frames)
+        victim = raw_coro_stack(coro_of(task), cfg.max_frames)
         task._ls_cancel = [
             _monotonic(),
             id(by) if by is not None else None,
