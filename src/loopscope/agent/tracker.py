@@ -207,8 +207,9 @@ class Tracker:
         parent = _current_task(loop)
         if parent is None:
             return (frames, None, None, None, _monotonic(), 0, False)
-        porigin = getattr(parent, "_ls_origin", None)
-        pname: Any = getattr(parent, "_ls_name_cell", None)
+        ours = isinstance(parent, self.task_class)
+        porigin = parent._ls_origin if ours else None
+        pname: Any = parent._ls_name_cell if ours else None
         if pname is None:
             pname = parent.get_name()
         elif pname[0] is None:
@@ -237,39 +238,52 @@ class Tracker:
                     pass
 
     def record_end(self, task: Any) -> None:
-        """Move a finished (or collected-while-pending) task into history."""
+        """Move a finished (or collected-while-pending) task into history.
+
+        Runs in ``__del__`` for every task, so it is a hot path too: one
+        ``_state`` read decides, and slots are read in try blocks (free when
+        set) rather than with getattr defaults (costly when unset).
+        """
         if not self.enabled:
             return
-        origin = getattr(task, "_ls_origin", None)
-        cancel = getattr(task, "_ls_cancel", None)
+        try:
+            cancel = task._ls_cancel
+        except AttributeError:
+            cancel = None
         if cancel is not None:
             if cancel[C_RECORDED]:
                 return
             if task.done():
                 cancel[C_RECORDED] = True
-        now = _monotonic()
         try:
-            if not task.done():
-                ring, state, extra = self.failed, "destroyed-pending", None
-            elif task.cancelled():
-                ring, state, extra = self.cancelled, "cancelled", None
+            origin = task._ls_origin
+        except AttributeError:
+            origin = None
+        now = _monotonic()
+        state = task._state
+        extra = None
+        if state == "FINISHED":
+            # ``_exception`` rather than ``exception()``: the method marks
+            # the exception as retrieved and would silence asyncio's
+            # "Task exception was never retrieved" log in the host.
+            exc = task._exception
+            if exc is None:
+                ring, outcome = self.done, "done"
             else:
-                # ``_exception`` rather than ``exception()``: the method marks
-                # the exception as retrieved and would silence asyncio's
-                # "Task exception was never retrieved" log in the host.
-                exc = task._exception
-                if exc is None:
-                    ring, state, extra = self.done, "done", None
-                else:
-                    ring, state = self.failed, "failed"
-                    extra = _exception_summary(exc, self.config.max_frames)
-        except BaseException as e:  # noqa: BLE001 - never raise into the host
-            self.note_error(e)
-            return
-        coro_name = safe_coro_name(task)
-        ring.append((id(task), task.get_name(), coro_name, origin, cancel, state, now, extra))
+                ring, outcome = self.failed, "failed"
+                extra = _exception_summary(exc, self.config.max_frames)
+        elif state == "CANCELLED":
+            ring, outcome = self.cancelled, "cancelled"
+        else:
+            ring, outcome = self.failed, "destroyed-pending"
+        if _GET_CORO_UNSAFE_WHEN_DONE:
+            coro_name = safe_coro_name(task)
+        else:
+            coro = task.get_coro()
+            coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
+        ring.append((id(task), task.get_name(), coro_name, origin, cancel, outcome, now, extra))
         ttl = self.config.history_age
-        if ttl > 0:
+        if ttl > 0 and now - ring[0][6] > ttl:
             while ring and now - ring[0][6] > ttl:
                 ring.popleft()
 
@@ -343,6 +357,8 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
         """asyncio.Task with two slots; behaves exactly like asyncio.Task."""
 
         __slots__ = ("_ls_origin", "_ls_cancel")
+        _ls_name_cell = None  # eager tasks have a slot of that name
+        _ls_eager = False
 
         def cancel(self, msg: Any = None) -> bool:
             try:
@@ -386,6 +402,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
 
         def __init__(self, coro: Any, *, loop: Any = None, **kwargs: Any) -> None:
             try:
+                self._ls_cancel = None
                 self._ls_coro_name = getattr(coro, "__qualname__", None)
                 self._ls_name_cell = [None]
                 self._ls_origin = tracker.make_origin(loop if loop is not None else _get_running_loop())
@@ -449,16 +466,65 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable
     counter = itertools.count(1)
     bump = counter.__next__
 
-    if inner is None:
+    if inner is None and tracker.config.creation_frames == 1:
+        # The hot path, measured: everything inlined (each Python call is
+        # ~0.1 µs), slots written rather than read-when-unset (a missing slot
+        # raises AttributeError inside getattr: ~0.4 µs), f_lasti not
+        # f_lineno.  See BENCHMARKS.md before changing a line of it.
+        skip_get = _skip_cache.get
+        max_chain = tracker.config.max_chain
 
         def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
-            if kwargs.get("eager_start"):
+            if kwargs and kwargs.get("eager_start"):
                 # 3.14+: create_task(..., eager_start=True) runs the first
                 # step inside the constructor: the origin must exist first.
                 bump()
                 return eager_cls(coro, loop=loop, **kwargs)
             task = cls(coro, loop=loop, **kwargs)
             try:
+                task._ls_cancel = None
+                f = _getframe(1)
+                while f is not None:
+                    fn = f.f_code.co_filename
+                    s = skip_get(fn)
+                    if s is None:
+                        s = _is_skipped(fn)
+                    if not s:
+                        break
+                    f = f.f_back
+                frames = (f.f_code, f.f_lasti) if f is not None else ()
+                parent = _current_task(loop)
+                if parent is None:
+                    task._ls_origin = (frames, None, None, None, _monotonic(), 0, False)
+                else:
+                    pname = parent._ls_name_cell if isinstance(parent, cls) else None
+                    if pname is None:
+                        pname = parent.get_name()
+                    elif pname[0] is None:
+                        pname[0] = parent.get_name()
+                    porigin = parent._ls_origin if isinstance(parent, cls) else None
+                    if porigin is None:
+                        task._ls_origin = (frames, None, id(parent), pname, _monotonic(), 1, False)
+                    else:
+                        depth = porigin[O_DEPTH] + 1
+                        if depth >= max_chain:
+                            porigin = porigin[:1] + (None,) + porigin[2:5] + (porigin[O_DEPTH], True)
+                            depth = porigin[O_DEPTH] + 1
+                        task._ls_origin = (frames, porigin, id(parent), pname, _monotonic(), depth, False)
+                bump()
+            except BaseException as e:  # noqa: BLE001
+                tracker.note_error(e)
+            return task
+
+    elif inner is None:
+
+        def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            if kwargs and kwargs.get("eager_start"):
+                bump()
+                return eager_cls(coro, loop=loop, **kwargs)
+            task = cls(coro, loop=loop, **kwargs)
+            try:
+                task._ls_cancel = None
                 task._ls_origin = make_origin(loop)
                 bump()
             except BaseException as e:  # noqa: BLE001
@@ -475,6 +541,7 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable
             try:
                 origin = make_origin(loop)
                 if isinstance(task, cls):
+                    task._ls_cancel = None
                     task._ls_origin = origin
                 else:
                     tracker.foreign[task] = origin
