@@ -196,12 +196,19 @@ def _child_env() -> dict[str, str]:
 
 
 def run_child(workload: str, name: str, env: dict[str, str]) -> float | str:
-    """Seconds, or the reason the configuration was skipped."""
+    """Seconds, or why the configuration was not measured.
+
+    A child that crashes does not stop the run: third-party monitors break on
+    some interpreter and loop combinations, and the other configurations are
+    still worth having.  The crash is echoed to stderr and reported.
+    """
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", workload, name]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT)
     out = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not out:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
+        print(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}", file=sys.stderr)
+        errors = [line for line in proc.stderr.splitlines() if line and not line.startswith((" ", "<sys>"))]
+        return f"failed: {errors[-1] if errors else f'exit status {proc.returncode}'}"
     last = out[-1]
     return last[len("skip: ") :] if last.startswith("skip: ") else float(last)
 
@@ -236,7 +243,7 @@ def bench(workload: str, names: list[str], runs: int, env: dict[str, str]) -> tu
         base = rows.get(CONFIGS[row.config].baseline)
         if base is not None:
             row.ratio = row.median / base.median
-    return list(rows.values()), skipped
+    return list(rows.values()), {f"{workload} {n}": reason for n, reason in skipped.items()}
 
 
 def _version(dist: str) -> str:
@@ -315,12 +322,12 @@ def main(argv: list[str] | None = None) -> None:
         skipped.update(skips)
 
     print(f"{environment()}")
-    print(f"{started}; median of {args.runs} interleaved runs, each in a fresh process; ratio vs plain on the same loop")
+    print(f"{started}; median of {args.runs} interleaved runs, each in a fresh process; ratio vs plain on the same loop (uvloop rows: vs uvloop)")
     print()
     print(render(rows, args.markdown))
     print()
     for name, reason in skipped.items():
-        print(f"skipped {name}: {reason}")
+        print(f"not measured: {name}: {reason}")
     for line in verdicts(rows):
         print(line)
 
