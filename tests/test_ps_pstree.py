@@ -75,7 +75,14 @@ def test_ps_long_columns(ls, nested):
     # the creation site column names the function and file of the create_task call
     (f10,) = [r for r in rows if r["task name"] == "foo1.0"]
     full = f"runner {where(S, 'create-foo1.0')}"
-    assert f10["creation site"] == (full if len(full) <= 50 else full[:49] + "…")  # clipped to 50
+    site = f10["creation site"]
+    if len(full) <= 50:
+        assert site == full
+    else:  # clipped in the middle to 50, so that the function and the :line stay visible
+        assert len(site) == 50 and site.count("…") == 1, site
+        head, tail = site.split("…")
+        assert full.startswith(head) and full.endswith(tail) and head.startswith("runner /"), site
+        assert tail.endswith(f"nested.py:{where(S, 'create-foo1.0').rsplit(':', 1)[1]}"), site
 
 
 def test_ps_reverse_sort_as_separate_argument(ls, nested):
