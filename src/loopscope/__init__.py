@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["install", "uninstall", "installed", "__version__"]
+__all__ = ["install", "uninstall", "installed", "register_executor", "health", "__version__"]
 
 if TYPE_CHECKING:
     from .agent.core import Agent
@@ -44,3 +44,26 @@ def installed(loop: Any = None, **options: Any) -> Iterator[Agent]:
         yield agent
     finally:
         uninstall()
+
+
+def register_executor(executor: Any, name: str | None = None) -> None:
+    """Report this executor's saturation (queued / active / max workers) in
+    ``health`` and the exporters, next to the loop's default executor.
+    Held weakly; a no-op until the agent is installed."""
+    from .agent.core import current
+
+    agent = current()
+    if agent is not None:
+        agent.executors.register(executor, name)
+
+
+def health(top: int = 10) -> dict[str, Any]:
+    """The loop-health report of this process, as ``loopscope health --json``
+    shows it (empty ``loops`` when the agent is not installed)."""
+    from .agent.core import current
+    from .agent.health import health_report
+
+    agent = current()
+    if agent is None:
+        return {"loops": []}
+    return health_report(agent, top)

@@ -142,6 +142,14 @@ class TaskInfo:
     creation_chain: list[CreationLink] | None = None
     cancel: CancelRecord | None = None
     outcome: Outcome | None = None
+    #: Step metrics (default loop, metrics on): steps (context switches),
+    #: busy time (sum of its steps), idle time (age minus busy), time from
+    #: creation to the first step, longest step.  Seconds; None if unknown.
+    steps: int | None = None
+    busy: float | None = None
+    idle: float | None = None
+    first_step: float | None = None
+    longest: float | None = None
 
 
 @dataclass(slots=True)
@@ -208,6 +216,9 @@ class Snapshot:
     hello: Hello
     tasks: list[TaskInfo]
     history: list[TaskInfo]
+    #: The ``health`` report at the same instant (docs/metrics.md); free-form
+    #: JSON so that new metrics do not need a schema change.
+    health: Any = None
 
 
 T = TypeVar("T")

@@ -16,7 +16,9 @@ from typing import Any
 
 from .model import StatGroup, TaskInfo
 
-SORT_KEYS = ("age", "created", "name", "coro", "state", "site", "id")
+SORT_KEYS = ("age", "created", "name", "coro", "state", "site", "id", "busy", "steps", "switches", "longest")
+#: Numeric keys sort largest first by default (the busiest task on top).
+_NUMERIC = {"busy": "busy", "steps": "steps", "switches": "steps", "longest": "longest"}
 GROUP_KEYS = ("site", "name", "coro", "state")
 STATES = ("pending", "running", "cancelling", "done", "failed", "cancelled", "destroyed-pending")
 
@@ -122,7 +124,7 @@ def parse_sort(sort: str | None) -> tuple[str, bool]:
     key = sort.lstrip("-+")
     if key not in SORT_KEYS:
         raise QueryError(f"cannot sort by {key!r} (one of: {', '.join(SORT_KEYS)})")
-    if key == "age":
+    if key == "age" or key in _NUMERIC:
         desc = not desc
     return key, desc
 
@@ -137,6 +139,11 @@ def sort_key(sort: str | None) -> tuple[Callable[[TaskInfo], float | str], bool]
     """
     key, desc = parse_sort(sort)
     inf = float("inf")
+    if key in _NUMERIC:
+        attr = _NUMERIC[key]
+        if desc:
+            return (lambda t: v if (v := getattr(t, attr)) is not None else inf), False
+        return (lambda t: -v if (v := getattr(t, attr)) is not None else inf), False
     if key in ("age", "created"):
         if desc:
             return (lambda t: -v if (v := getattr(t, key)) is not None else inf), False

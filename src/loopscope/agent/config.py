@@ -39,6 +39,17 @@ class Config:
     heartbeat: float = 0.05
     #: A loop silent for longer than this is reported as blocked.
     blocked_after: float = 0.25
+    #: Time every step of the default loop (step histogram, busy time, exact
+    #: task ends, blocking steps).  Off: only creation tracking and the lag probe.
+    metrics: bool = True
+    #: A step longer than this (seconds) is recorded as a blocking step.
+    slow_step: float = 0.1
+    #: How often the watchdog thread looks at the loops (seconds).
+    watchdog: float = 0.02
+    #: Seconds of one-per-second health samples kept (lag, utilisation, p99, live).
+    series_seconds: int = 600
+    #: Serve Prometheus metrics on [HOST:]PORT ("" = off).
+    prometheus: str = ""
     #: Clients may cancel tasks (a separate, explicit permission).
     allow_cancel: bool = False
     #: Show the agent's own warnings on stderr.

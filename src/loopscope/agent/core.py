@@ -29,7 +29,10 @@ from . import integrations
 from .config import Config, default_socket_dir, load
 from .introspect import Introspector
 from .loops import LoopRegistry
+from .metrics import Executors
 from .methods import Methods, snapshot_json
+from .steps import StepHook
+from .watchdog import Watchdog
 from .server import Server, ServerError, warn
 from .tracker import Tracker, is_our_factory, make_factory
 
@@ -48,6 +51,10 @@ class Agent:
         self.introspector = Introspector(self.tracker)
         self.loops = LoopRegistry(config, self.tracker)
         self.methods = Methods(self)
+        self.step_hook = StepHook(self.tracker) if config.metrics else None
+        self.executors = Executors()
+        self.watchdog = Watchdog(self)
+        self.prometheus: Any = None
         self.server: Server | None = None
         self._patches: list[tuple[Any, str, Any]] = []
         self._import_hook: Any = None
@@ -59,6 +66,9 @@ class Agent:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
+        if self.step_hook is not None:
+            self.step_hook.install()
+            self.loops.steps_hooked = True
         self._patch()
         try:
             self._import_hook = integrations.install(self.tracker.eager_task_class, {"uvloop": self._patch_uvloop})
@@ -67,6 +77,9 @@ class Agent:
         if self.config.server:
             self._start_server()
         self._install_signal()
+        self.watchdog.start()
+        if self.config.prometheus:
+            self._start_prometheus()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -75,6 +88,12 @@ class Agent:
             self.loops.on_running(loop)
 
     def stop(self) -> None:
+        self.watchdog.stop()
+        if self.step_hook is not None:
+            self.step_hook.uninstall()
+        if self.prometheus is not None:
+            self.prometheus.stop()
+            self.prometheus = None
         for owner, name, original in reversed(self._patches):
             if original is _ABSENT:
                 delattr(owner, name)
@@ -95,6 +114,16 @@ class Agent:
                 pass
         self._signum = None
         self.tracker.enabled = False
+
+    def _start_prometheus(self) -> None:
+        from .prometheus import MetricsServer
+
+        try:
+            self.prometheus = MetricsServer(self, self.config.prometheus)
+            self.prometheus.start()
+        except (OSError, ValueError) as e:
+            warn(f"Prometheus endpoint not started on {self.config.prometheus!r}: {e}")
+            self.prometheus = None
 
     def _start_server(self) -> None:
         directory = self.config.socket_dir or default_socket_dir()
@@ -122,6 +151,11 @@ class Agent:
             self._dumper.start()
         if self.config.server:
             self._start_server()
+        # The parent's metrics endpoint (thread, port) does not follow a fork:
+        # workers of a pre-fork server are scraped through their own means.
+        self.prometheus = None
+        self.watchdog = Watchdog(self)
+        self.watchdog.start()
 
     # -- hooks into asyncio -----------------------------------------------------
 
@@ -143,6 +177,20 @@ class Agent:
             self._set(asyncio, "_set_running_loop", _set_running_loop)
 
         self._patch_loop_class(base_events.BaseEventLoop)
+        orig_ceh = base_events.BaseEventLoop.call_exception_handler
+
+        def call_exception_handler(loop: Any, context: dict[str, Any]) -> None:
+            """Tasks collected while still pending never finish a step: the
+            C finaliser reports them here, which is where we record them."""
+            try:
+                task = context.get("task") if isinstance(context, dict) else None
+                if task is not None and isinstance(task, agent.tracker.task_class) and not task.done():
+                    agent.tracker.record_end(task)
+            except Exception as e:  # noqa: BLE001
+                agent.tracker.note_error(e)
+            orig_ceh(loop, context)
+
+        self._set(base_events.BaseEventLoop, "call_exception_handler", call_exception_handler)
 
     def _patch_uvloop(self, module: Any) -> None:
         """``uvloop.Loop`` is a Python subclass of the Cython loop: patch it
@@ -169,7 +217,8 @@ class Agent:
         def set_task_factory(loop: Any, factory: Any) -> None:
             if not is_our_factory(factory) and id(loop) in agent.loops._states:
                 try:
-                    factory = make_factory(agent.tracker, factory)
+                    st = agent.loops._states.get(id(loop))
+                    factory = make_factory(agent.tracker, factory, loop, st is not None and st.hooked)
                 except Exception as e:  # noqa: BLE001
                     agent.tracker.note_error(e)
             orig_stf(loop, factory)

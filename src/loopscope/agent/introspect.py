@@ -19,6 +19,7 @@ import asyncio
 import functools
 import gc
 import linecache
+import os
 import reprlib
 import sys
 import time
@@ -54,8 +55,10 @@ from .tracker import (
     code_lineno,
     coro_of,
     safe_coro_name,
+    task_stats,
 )
 
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _repr = reprlib.Repr()
 _repr.maxstring = 80
 _repr.maxother = 80
@@ -411,6 +414,7 @@ class Introspector:
             if origin[O_PARENT_ID] is not None:
                 info.parent_id = hex(origin[O_PARENT_ID])
                 info.parent_name = _name_now(origin, alive)
+            _step_fields(info, task_stats(task), info.age)
         return info
 
     def fill(self, info: TaskInfo, task: Any, *, source: bool = False, locals_: bool = False, awaiter_stacks: bool = True, alive: dict[int, Any] | None = None) -> TaskInfo:
@@ -472,7 +476,10 @@ class Introspector:
         )
 
     def history_info(self, entry: tuple, now_mono: float, detail: bool, source: bool = False) -> TaskInfo:
-        addr, name, coro, origin, cancel, state, ended, extra = entry
+        addr, name, coro, origin, cancel, state, ended, extra, stats = entry
+        if not isinstance(coro, str):
+            # the step hook keeps the (finished) coroutine, named only when asked
+            coro = getattr(coro, "__qualname__", None) or type(coro).__name__
         tr = self.tracker
         info = TaskInfo(
             id=hex(addr),
@@ -490,6 +497,7 @@ class Introspector:
                 info.site_id, info.site = site.id, site.label()
             if origin[O_PARENT_ID] is not None:
                 info.parent_id, info.parent_name = hex(origin[O_PARENT_ID]), _name_now(origin, None)
+        _step_fields(info, stats, info.age)
         outcome = Outcome(state=state, ended=tr.wall(ended))
         if extra is not None:
             outcome.exc_type, outcome.exc_message = extra[0], extra[1]
@@ -502,12 +510,25 @@ class Introspector:
         return info
 
 
+def _step_fields(info: TaskInfo, stats: tuple | None, age: float | None) -> None:
+    """Copy a task's step metrics into its record (only if it was timed:
+    tasks on loops without the step hook have zero steps forever)."""
+    if stats is None or not stats[0]:
+        return
+    info.steps, info.busy, info.longest, info.first_step = stats
+    if age is not None:
+        info.idle = max(0.0, age - info.busy)
+
+
 def frames_of_thread(thread_id: int, limit: int = 64) -> list[Frame]:
     """The current Python stack of a thread, innermost first."""
     frame = sys._current_frames().get(thread_id)
     out = []
     while frame is not None and len(out) < limit:
         code = frame.f_code
+        if code.co_filename.startswith(_AGENT_DIR):
+            frame = frame.f_back  # the step hook's own frame: not the user's
+            continue
         fr = Frame(code.co_qualname, code.co_filename, frame.f_lineno)
         fr.source = _source(fr)
         out.append(fr)

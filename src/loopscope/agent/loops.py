@@ -20,6 +20,7 @@ from typing import Any
 from ..model import LoopInfo
 from .config import Config
 from .introspect import frames_of_thread
+from .metrics import LoopMetrics
 from .tracker import Tracker, is_our_factory, make_factory
 
 _monotonic = time.monotonic
@@ -28,7 +29,21 @@ _monotonic = time.monotonic
 class LoopState:
     """What the agent keeps about one loop; never a strong ref to the loop."""
 
-    __slots__ = ("ref", "id", "kind", "thread_id", "thread_ident", "thread_name", "last_beat", "handle", "inner_factory", "__weakref__")
+    __slots__ = (
+        "ref",
+        "id",
+        "kind",
+        "thread_id",
+        "thread_ident",
+        "thread_name",
+        "last_beat",
+        "expected",
+        "handle",
+        "inner_factory",
+        "metrics",
+        "hooked",
+        "__weakref__",
+    )
 
     def __init__(self, loop: Any) -> None:
         self.ref = weakref.ref(loop)
@@ -38,14 +53,19 @@ class LoopState:
         self.thread_ident: int | None = None  # Python's, for sys._current_frames
         self.thread_name: str | None = None
         self.last_beat = _monotonic()
+        self.expected = 0.0  # when the next beat is due
         self.handle: Any = None
         self.inner_factory: Any = None
+        self.metrics: LoopMetrics | None = None
+        self.hooked = False
 
 
 class LoopRegistry:
     def __init__(self, config: Config, tracker: Tracker) -> None:
         self.config = config
         self.tracker = tracker
+        #: Set by the agent when the step hook is installed (metrics on).
+        self.steps_hooked = False
         self._states: dict[int, LoopState] = {}
         self._lock = threading.Lock()
 
@@ -70,10 +90,19 @@ class LoopRegistry:
                 return st
             st = LoopState(loop)
             self._states[id(loop)] = st
+        st.hooked = self.steps_hooked and isinstance(loop, base_events.BaseEventLoop)
+        st.metrics = LoopMetrics(slow=self.config.slow_step, series=self.config.series_seconds, exact=st.hooked)
+        self.tracker.metrics[id(loop)] = st.metrics
+        if st.hooked:
+            try:
+                loop._loopscope_metrics = st.metrics
+            except (AttributeError, TypeError):
+                st.hooked = False
+                st.metrics.exact = False
         current = real_factory(loop)
         if not is_our_factory(current):
             st.inner_factory = current
-            loop.set_task_factory(make_factory(self.tracker, current))
+            loop.set_task_factory(make_factory(self.tracker, current, loop, st.hooked))
         return st
 
     def on_running(self, loop: Any) -> None:
@@ -83,6 +112,7 @@ class LoopRegistry:
         st.thread_ident = threading.get_ident()
         st.thread_name = threading.current_thread().name
         st.last_beat = _monotonic()
+        st.expected = 0.0
         if st.handle is None or st.handle.cancelled():
             self._beat(weakref.ref(st))
 
@@ -93,14 +123,24 @@ class LoopRegistry:
         loop = st.ref()
         if loop is None or loop.is_closed():
             return
-        st.last_beat = _monotonic()
+        now = _monotonic()
+        st.last_beat = now
+        m = st.metrics
+        if st.expected and m is not None:
+            # The heartbeat doubles as the lag probe: how late did it run?
+            lag = now - st.expected
+            m.note_lag(lag)
+            if not st.hooked and lag > m.slow:
+                # No step hook (uvloop): the late beat is the blocking episode.
+                m.long_step(None, st.expected, lag)
+        st.expected = now + self.config.heartbeat
         factory = real_factory(loop)
         if not is_our_factory(factory):
             # uvloop's set_task_factory cannot be patched: a program that sets
             # its own factory replaced ours; chain to it again.
             try:
                 st.inner_factory = factory
-                loop.set_task_factory(make_factory(self.tracker, factory))
+                loop.set_task_factory(make_factory(self.tracker, factory, loop, st.hooked))
             except Exception as e:  # noqa: BLE001
                 self.tracker.note_error(e)
         try:
@@ -112,6 +152,7 @@ class LoopRegistry:
         """Drop every loop's state without touching the loops (after fork)."""
         self._lock = threading.Lock()
         self._states.clear()
+        self.tracker.metrics.clear()
 
     def detach_all(self) -> None:
         for loop, st in self.states():
@@ -121,8 +162,14 @@ class LoopRegistry:
             factory = real_factory(loop)
             if is_our_factory(factory):
                 loop.set_task_factory(getattr(factory, "loopscope_inner", None))
+            if st.hooked:
+                try:
+                    del loop._loopscope_metrics
+                except AttributeError:
+                    pass
         with self._lock:
             self._states.clear()
+        self.tracker.metrics.clear()
 
     def created_count(self, loop: Any) -> int:
         factory = real_factory(loop)
@@ -143,7 +190,7 @@ class LoopRegistry:
             live_tasks=live if live is not None else len(live_tasks(loop)),
         )
         if running:
-            silent = _monotonic() - st.last_beat - self.config.heartbeat
+            silent = self.blocked_for(st)
             if silent > self.config.blocked_after:
                 info.blocked = True
                 info.blocked_for = silent
@@ -151,6 +198,10 @@ class LoopRegistry:
                 if st.thread_ident is not None:
                     info.blocked_stack = frames_of_thread(st.thread_ident)
         return info
+
+    def blocked_for(self, st: LoopState) -> float:
+        """How long the loop has been silent since its heartbeat was due."""
+        return _monotonic() - st.last_beat - self.config.heartbeat
 
 
 def real_factory(loop: Any) -> Any:

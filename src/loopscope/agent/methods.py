@@ -20,6 +20,7 @@ from .. import __version__
 from ..model import DUMP_FORMAT, SCHEMA_VERSION, Hello, LoopInfo, StatGroup, TaskInfo
 from ..protocol import FORBIDDEN, INVALID_PARAMS, METHOD_NOT_FOUND, NOT_FOUND, PROTOCOL_VERSION, RawJSON, RawJSONList, RPCError, dumps_piecewise
 from ..query import QueryError, TaskFilter, parse_sort, pick, ranked_groups, select_history, sort_key
+from .health import health_report
 from .introspect import task_id
 from .loops import live_tasks
 from .tracker import O_CREATED, O_FRAMES, _current_task
@@ -53,6 +54,7 @@ class Methods:
             "history.list": self.history_list,
             "stats": self.stats,
             "snapshot": self.snapshot,
+            "health": self.health,
         }
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
@@ -326,6 +328,12 @@ class Methods:
         groups.sort(key=lambda g: (-g.count, g.key))
         return {"by": "site", "total": total, "groups": groups[:limit], "loops": loops}
 
+    def health(self, params: dict[str, Any]) -> Any:
+        top = _param(params, "top", int, 10)
+        if top < 0 or top > 1000:
+            raise RPCError(INVALID_PARAMS, "top: expected 0..1000")
+        return health_report(self.agent, top)
+
     def snapshot(self, params: dict[str, Any]) -> Any:
         return snapshot_json(self.agent)
 
@@ -352,6 +360,7 @@ def snapshot_json(agent: Agent) -> RawJSON:
                 "hello": hello,
                 "tasks": tasks,
                 "history": history,
+                "health": health_report(agent),
             }
         )
     )

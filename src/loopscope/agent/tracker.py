@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from bisect import bisect_right as _bisect
 import itertools
 import os
 import sys
@@ -37,10 +38,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from asyncio import base_events
 from types import CodeType, FrameType
 from typing import Any
 
 from .config import Config
+from .hooks import HOOKS
+from .metrics import BOUNDS as _BOUNDS
+from .metrics import FINE_LIMIT as _FINE_LIMIT
 
 _Task = asyncio.Task
 _task_del = _Task.__del__
@@ -74,7 +79,7 @@ _SKIP_DIRS = (
 _LOOP_MACHINERY = frozenset(
     os.path.join(os.path.dirname(asyncio.__file__), name)
     for name in ("events.py", "base_events.py", "runners.py", "unix_events.py", "selector_events.py")
-)
+).union({os.path.join(os.path.dirname(os.path.abspath(__file__)), "steps.py")})  # our Handle._run
 _skip_cache: dict[str, bool] = {}
 
 
@@ -180,7 +185,11 @@ class Tracker:
         # soon as they are done.  Bounded: cancellation is the rare path.
         self.cancelling: collections.deque = collections.deque(maxlen=size)
         self._lock = threading.Lock()
-        self.task_class, self.eager_task_class = _make_task_classes(self)
+        self.hooks = HOOKS
+        # LoopMetrics by id(loop), for the paths that cannot read the
+        # loop attribute (uvloop loops take no attributes).
+        self.metrics: dict[int, Any] = {}
+        self.task_class, self.del_task_class, self.eager_task_class = _make_task_classes(self)
 
     def wall(self, mono: float) -> float:
         return self.wall0 + (mono - self.mono0)
@@ -237,10 +246,12 @@ class Tracker:
                 except ValueError:
                     pass
 
-    def record_end(self, task: Any) -> None:
-        """Move a finished (or collected-while-pending) task into history.
+    def record_end(self, task: Any, now: float | None = None, m: Any = None) -> None:
+        """Move a finished (or collected-while-pending) task into history and
+        count it.
 
-        Runs in ``__del__`` for every task, so it is a hot path too: one
+        Runs once per task (from the step hook that finished it, or from
+        ``__del__`` on loops without the hook), so it is a hot path too: one
         ``_state`` read decides, and slots are read in try blocks (free when
         set) rather than with getattr defaults (costly when unset).
         """
@@ -259,7 +270,10 @@ class Tracker:
             origin = task._ls_origin
         except AttributeError:
             origin = None
-        now = _monotonic()
+        if now is None:
+            now = _monotonic()
+        if m is None:
+            m = self.metrics.get(id(task.get_loop()))
         state = task._state
         extra = None
         if state == "FINISHED":
@@ -269,23 +283,56 @@ class Tracker:
             exc = task._exception
             if exc is None:
                 ring, outcome = self.done, "done"
+                if m is not None:
+                    m.done += 1
             else:
                 ring, outcome = self.failed, "failed"
                 extra = _exception_summary(exc, self.config.max_frames)
+                if m is not None:
+                    m.failed += 1
         elif state == "CANCELLED":
             ring, outcome = self.cancelled, "cancelled"
+            if m is not None:
+                m.cancelled += 1
         else:
             ring, outcome = self.failed, "destroyed-pending"
+            if m is not None:
+                m.destroyed += 1
         if _GET_CORO_UNSAFE_WHEN_DONE:
             coro_name = safe_coro_name(task)
         else:
             coro = task.get_coro()
             coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
-        ring.append((id(task), task.get_name(), coro_name, origin, cancel, outcome, now, extra))
-        ttl = self.config.history_age
-        if ttl > 0 and now - ring[0][6] > ttl:
-            while ring and now - ring[0][6] > ttl:
-                ring.popleft()
+        # Rings are bounded by length; the age limit applies when read.
+        ring.append((id(task), task.get_name(), coro_name, origin, cancel, outcome, now, extra, task_stats(task)))
+        if self.hooks.unregister:
+            self.hooks.call_unregister(task)
+
+    def eager_step(self, m: Any, task: Any, t0: float, t1: float, n0: float) -> None:
+        """Account for the first step an eager task ran in its constructor.
+
+        The enclosing step (the creator's) includes this time; ``m.nested``
+        lets the step hook subtract it, so each step is counted once.  Eager
+        children of this step added their own spans since ``n0``: they are
+        not this task's time, and the enclosing step subtracts our whole span.
+        """
+        d = t1 - t0 - (m.nested - n0)
+        m.nested = n0 + (t1 - t0)
+        if d < _FINE_LIMIT:
+            m.fine[int(d * 1e6)] += 1
+        else:
+            m.counts[_bisect(_BOUNDS, d)] += 1
+            if d > m.step_max:
+                m.step_max = d
+            if d > m.slow:
+                m.long_step(task, t0, d)
+        task._ls_steps = 1
+        task._ls_busy = d
+        task._ls_longest = d
+        task._ls_first = 0.0
+        if task._state != "PENDING":
+            task._ls_ended = True
+            self.record_end(task, t1, m)
 
     def history(self) -> list[tuple]:
         """All history entries, oldest first (copies are atomic under the GIL)."""
@@ -326,6 +373,15 @@ def safe_coro_name(task: Any) -> str:
     return name if isinstance(name, str) else type(coro).__name__
 
 
+def task_stats(task: Any) -> tuple | None:
+    """(steps, busy, longest, first) of a task, if it was measured."""
+    try:
+        steps = task._ls_steps
+    except AttributeError:
+        return None
+    return (steps, task._ls_busy, task._ls_longest, task._ls_first)
+
+
 def _exception_summary(exc: BaseException, limit: int) -> tuple:
     """Type, truncated message and raw traceback of a task's exception."""
     try:
@@ -344,19 +400,27 @@ def _exception_summary(exc: BaseException, limit: int) -> tuple:
     return (type(exc).__qualname__, message, tuple(x for p in pairs for x in p))
 
 
-def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
+def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     """Build the Task subclasses bound to one tracker.
 
     A closure rather than module-level classes so that uninstall/reinstall and
     tests with separate trackers never share state through class attributes.
+
+    * ``TrackedTask`` has no ``__del__``: on loops whose steps go through
+      ``asyncio.events.Handle._run`` the step hook (steps.py) sees the step
+      that finishes a task and records its end there, exactly when it ends.
+    * ``DelTrackedTask`` adds a ``__del__`` that records the end when the
+      task is released, for loops without that hook (uvloop, or metrics off).
+    * ``EagerTrackedTask`` is for eager tasks; its first step runs inside the
+      constructor, outside any Handle, so the constructor times it.
     """
     record_end = tracker.record_end
     cfg = tracker.config
 
     class TrackedTask(_Task):  # type: ignore[misc,valid-type]
-        """asyncio.Task with two slots; behaves exactly like asyncio.Task."""
+        """asyncio.Task with a few slots; behaves exactly like asyncio.Task."""
 
-        __slots__ = ("_ls_origin", "_ls_cancel")
+        __slots__ = ("_ls_origin", "_ls_cancel", "_ls_steps", "_ls_busy", "_ls_longest", "_ls_first")
         _ls_name_cell = None  # eager tasks have a slot of that name
         _ls_eager = False
 
@@ -367,6 +431,11 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             return _task_cancel(self, msg)
+
+    class DelTrackedTask(TrackedTask):
+        """For loops without the step hook: the end is recorded on release."""
+
+        __slots__ = ()
 
         def __del__(self) -> None:
             try:
@@ -389,26 +458,47 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
 
     class EagerTrackedTask(TrackedTask):
         """Eager tasks run their first step inside __init__, so the origin
-        must be set before that step creates children of its own.
+        must be set before that step creates children of its own, and the
+        step is timed here (no Handle runs it).
 
-        Two more slots: the coroutine's name (3.12.0/3.12.1 crash in
-        get_coro() once an eager task finished in its constructor), and a
-        one-element name cell that children reference, because 3.12/3.13
-        name a factory-made task only after that first step.
+        More slots: the coroutine's name (3.12.0/3.12.1 crash in get_coro()
+        once an eager task finished in its constructor), a one-element name
+        cell that children reference, because 3.12/3.13 name a factory-made
+        task only after that first step, and whether the end is recorded
+        (the step hook records it on hooked loops, ``__del__`` elsewhere).
         """
 
-        __slots__ = ("_ls_coro_name", "_ls_name_cell")
+        __slots__ = ("_ls_coro_name", "_ls_name_cell", "_ls_ended")
         _ls_eager = True
 
         def __init__(self, coro: Any, *, loop: Any = None, **kwargs: Any) -> None:
+            m = None
             try:
+                if loop is None:
+                    loop = _get_running_loop()
                 self._ls_cancel = None
+                self._ls_ended = False
+                self._ls_steps = 0
+                self._ls_busy = 0.0
+                self._ls_longest = 0.0
+                self._ls_first = None
                 self._ls_coro_name = getattr(coro, "__qualname__", None)
                 self._ls_name_cell = [None]
-                self._ls_origin = tracker.make_origin(loop if loop is not None else _get_running_loop())
+                self._ls_origin = tracker.make_origin(loop)
+                if kwargs.get("eager_start") and loop is not None and loop.is_running():
+                    m = getattr(loop, "_loopscope_metrics", None)
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
+            if m is None:
+                super().__init__(coro, loop=loop, **kwargs)
+                return
+            n0 = m.nested
+            t0 = _monotonic()
             super().__init__(coro, loop=loop, **kwargs)
+            try:
+                tracker.eager_step(m, self, t0, _monotonic(), n0)
+            except BaseException as e:  # noqa: BLE001
+                tracker.note_error(e)
 
         def set_name(self, value: Any) -> None:
             if value is None and sys.version_info[:2] == (3, 13):
@@ -417,6 +507,14 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
             cell = getattr(self, "_ls_name_cell", None)
             if cell is not None:
                 cell[0] = self.get_name()
+
+        def __del__(self) -> None:
+            try:
+                if not self._ls_ended:
+                    record_end(self)
+            except BaseException as e:  # noqa: BLE001
+                tracker.note_error(e)
+            _task_del(self)
 
     def _record_cancel(task: Any, msg: Any) -> None:
         rec = getattr(task, "_ls_cancel", None)
@@ -446,33 +544,68 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type]:
 
     # asyncio's repr and its log lines ("Task exception was never retrieved",
     # "<Task pending name=…>") use the class name: keep them word for word.
-    for klass in (TrackedTask, EagerTrackedTask):
+    for klass in (TrackedTask, DelTrackedTask, EagerTrackedTask):
         klass.__name__ = klass.__qualname__ = "Task"
         klass.__module__ = "loopscope.agent.tracker"
-    return TrackedTask, EagerTrackedTask
+    return TrackedTask, DelTrackedTask, EagerTrackedTask
 
 
-def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable[..., Any]:
+def _code_skipped(code: CodeType) -> bool:
+    """Whether frames of ``code`` are skipped when looking for a creation
+    site, cached by code identity (hashing a code object hashes its whole
+    content, so a set of code objects would be slow)."""
+    entry = _code_skip.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    fn = code.co_filename
+    skipped = fn.startswith(_SKIP_DIRS) or fn == "<frozen runpy>"
+    if len(_code_skip) < 10_000:
+        _code_skip[id(code)] = (code, skipped)
+    return skipped
+
+
+_code_skip: dict[int, tuple[CodeType, bool]] = {}
+
+
+def factory_depth(loop: Any) -> int:
+    """How many frames above the factory the caller of ``create_task`` is.
+
+    ``BaseEventLoop.create_task`` is a Python method that calls the factory,
+    so its caller is two frames up; uvloop's is compiled (no frame), so one.
+    Starting the walk there matters: every frame the walk touches is
+    materialised as a frame object, the main cost of recording a site.
+    """
+    create = getattr(type(loop), "create_task", None)
+    return 2 if create is base_events.BaseEventLoop.create_task else 1
+
+
+def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any = None, hooked: bool = False) -> Callable[..., Any]:
     """A task factory that records origins, chaining to ``inner`` if given.
 
-    The default path constructs ``TrackedTask`` directly; with an eager inner
+    ``hooked`` says the loop's steps go through the step hook, which records
+    task ends; otherwise tasks get a class that records them on release.
+    The default path constructs the class directly; with an eager inner
     factory it builds an eager factory over ``EagerTrackedTask``; with any
     other inner factory, that factory makes the task and the origin goes into
     a weak side table (slower, but correct).
     """
-    cls = tracker.task_class
+    cls = tracker.task_class if hooked else tracker.del_task_class
     eager_cls = tracker.eager_task_class
     make_origin = tracker.make_origin
+    hooks = tracker.hooks
     counter = itertools.count(1)
     bump = counter.__next__
+    depth = factory_depth(loop) if loop is not None else 1
 
     if inner is None and tracker.config.creation_frames == 1:
         # The hot path, measured: everything inlined (each Python call is
         # ~0.1 µs), slots written rather than read-when-unset (a missing slot
         # raises AttributeError inside getattr: ~0.4 µs), f_lasti not
-        # f_lineno.  See BENCHMARKS.md before changing a line of it.
-        skip_get = _skip_cache.get
+        # f_lineno, the walk starting at the create_task caller and frames
+        # classified by code identity.  See BENCHMARKS.md before changing it.
         max_chain = tracker.config.max_chain
+        skip_get = _code_skip.get
+        base = tracker.task_class
 
         def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
             if kwargs and kwargs.get("eager_start"):
@@ -483,13 +616,18 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable
             task = cls(coro, loop=loop, **kwargs)
             try:
                 task._ls_cancel = None
-                f = _getframe(1)
+                task._ls_steps = 0
+                task._ls_busy = 0.0
+                task._ls_longest = 0.0
+                task._ls_first = None
+                f = _getframe(depth)
                 while f is not None:
-                    fn = f.f_code.co_filename
-                    s = skip_get(fn)
-                    if s is None:
-                        s = _is_skipped(fn)
-                    if not s:
+                    c = f.f_code
+                    e = skip_get(id(c))
+                    if e is not None and e[0] is c:
+                        if not e[1]:
+                            break
+                    elif not _code_skipped(c):
                         break
                     f = f.f_back
                 frames = (f.f_code, f.f_lasti) if f is not None else ()
@@ -497,21 +635,24 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable
                 if parent is None:
                     task._ls_origin = (frames, None, None, None, _monotonic(), 0, False)
                 else:
-                    pname = parent._ls_name_cell if isinstance(parent, cls) else None
+                    ours = isinstance(parent, base)
+                    pname = parent._ls_name_cell if ours else None
                     if pname is None:
                         pname = parent.get_name()
                     elif pname[0] is None:
                         pname[0] = parent.get_name()
-                    porigin = parent._ls_origin if isinstance(parent, cls) else None
+                    porigin = parent._ls_origin if ours else None
                     if porigin is None:
                         task._ls_origin = (frames, None, id(parent), pname, _monotonic(), 1, False)
                     else:
-                        depth = porigin[O_DEPTH] + 1
-                        if depth >= max_chain:
+                        depth_ = porigin[O_DEPTH] + 1
+                        if depth_ >= max_chain:
                             porigin = porigin[:1] + (None,) + porigin[2:5] + (porigin[O_DEPTH], True)
-                            depth = porigin[O_DEPTH] + 1
-                        task._ls_origin = (frames, porigin, id(parent), pname, _monotonic(), depth, False)
+                            depth_ = porigin[O_DEPTH] + 1
+                        task._ls_origin = (frames, porigin, id(parent), pname, _monotonic(), depth_, False)
                 bump()
+                if hooks.register:
+                    hooks.call_register(task)
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             return task
@@ -524,9 +665,11 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable
                 return eager_cls(coro, loop=loop, **kwargs)
             task = cls(coro, loop=loop, **kwargs)
             try:
-                task._ls_cancel = None
+                _init_slots(task)
                 task._ls_origin = make_origin(loop)
                 bump()
+                if hooks.register:
+                    hooks.call_register(task)
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             return task
@@ -536,23 +679,41 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None) -> Callable
 
         def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
             if eager is not None:
-                return eager(loop, coro, **kwargs)
+                task = eager(loop, coro, **kwargs)
+                try:
+                    bump()
+                    if hooks.register:
+                        hooks.call_register(task)
+                except BaseException as e:  # noqa: BLE001
+                    tracker.note_error(e)
+                return task
             task = inner(loop, coro, **kwargs)
             try:
                 origin = make_origin(loop)
-                if isinstance(task, cls):
-                    task._ls_cancel = None
+                if isinstance(task, tracker.task_class):
+                    _init_slots(task)
                     task._ls_origin = origin
                 else:
                     tracker.foreign[task] = origin
                 bump()
+                if hooks.register:
+                    hooks.call_register(task)
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             return task
 
     loopscope_task_factory.loopscope_inner = inner  # type: ignore[attr-defined]
     loopscope_task_factory.loopscope_created = counter  # type: ignore[attr-defined]
+    loopscope_task_factory.loopscope_hooked = hooked  # type: ignore[attr-defined]
     return loopscope_task_factory
+
+
+def _init_slots(task: Any) -> None:
+    task._ls_cancel = None
+    task._ls_steps = 0
+    task._ls_busy = 0.0
+    task._ls_longest = 0.0
+    task._ls_first = None
 
 
 def _eager_factory_for(tracker: Tracker, inner: Callable[..., Any]) -> Callable[..., Any] | None:

@@ -148,6 +148,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace, src: AgentSource | DumpSource) -> int:
+    from .render_health import render_health
+
+    while True:
+        report = src.health(args.top)
+        if args.json:
+            _print_json(report)
+        else:
+            text = render_health(report)
+            if args.watch and sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(text)
+        if not args.watch or src.kind == "dump":
+            return 0
+        sys.stdout.flush()
+        time.sleep(args.interval)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .run import exec_under_agent
 
@@ -187,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-size", type=int, help="finished tasks kept per outcome")
     p.add_argument("--creation-frames", type=int, help="user frames kept per creation site")
     p.add_argument("--dump-signal", help="signal that writes a dump file (default SIGUSR1, 'none' to disable)")
+    p.add_argument("--prometheus", metavar="[HOST:]PORT", help="serve Prometheus metrics on /metrics (default host 127.0.0.1)")
+    p.add_argument("--slow-step", type=float, metavar="SECONDS", help="record steps longer than this as blocking (default 0.1)")
+    p.add_argument("--no-metrics", action="store_true", help="do not time loop steps (creation tracking and lag only)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS…]")
     p.set_defaults(func=cmd_run, needs_target=False)
 
@@ -227,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", nargs="+", metavar="COND")
     p.add_argument("--limit", type=int, help="at most this many groups")
     p.set_defaults(func=cmd_stats, needs_target=True)
+
+    p = sub.add_parser("health", help="loop health: lag, utilisation, step percentiles, blocking steps, executors")
+    _add_target(p)
+    p.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
+    p.add_argument("--top", type=int, default=5, help="busiest tasks to list")
+    p.set_defaults(func=cmd_health, needs_target=True)
 
     p = sub.add_parser("dump", help="write everything the agent knows to a file (readable by every command)")
     p.add_argument("target", metavar="TARGET")

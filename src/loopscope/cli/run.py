@@ -45,6 +45,9 @@ def exec_under_agent(args: argparse.Namespace) -> int:
         "history_size": args.history_size,
         "creation_frames": args.creation_frames,
         "dump_signal": args.dump_signal,
+        "prometheus": args.prometheus,
+        "slow_step": args.slow_step,
+        "metrics": "0" if args.no_metrics else None,
     }
     env = agent_environment(dict(os.environ), options)
     exe = shutil.which(cmd[0], path=env.get("PATH"))

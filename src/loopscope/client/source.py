@@ -30,6 +30,7 @@ class Source(Protocol):
     def history(self, kind: str, flt: TaskFilter, sort: str | None, limit: int | None, detail: bool) -> dict[str, Any]: ...
     def stats(self, by: str, flt: TaskFilter, limit: int | None) -> dict[str, Any]: ...
     def snapshot(self) -> dict[str, Any]: ...
+    def health(self, top: int) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -68,6 +69,9 @@ class AgentSource:
 
     def snapshot(self) -> dict[str, Any]:
         return self._call("snapshot", {})
+
+    def health(self, top: int = 10) -> dict[str, Any]:
+        return self._call("health", {"top": top})
 
     def cancel(self, ref: str, message: str | None) -> dict[str, Any]:
         return self._call("tasks.cancel", {"task": ref, "message": message})
@@ -140,6 +144,11 @@ class DumpSource:
 
     def snapshot(self) -> dict[str, Any]:
         return to_json(self.snap)
+
+    def health(self, top: int = 10) -> dict[str, Any]:
+        if not isinstance(self.snap.health, dict) or not isinstance(self.snap.health.get("loops"), list):
+            raise ClientError(f"{self.path} holds no health data (written by an agent without metrics)")
+        return self.snap.health
 
     def close(self) -> None:
         pass

@@ -1,0 +1,242 @@
+"""The step hook: every callback the default loop runs, timed.
+
+``asyncio.events.Handle._run`` is the one place every callback of a
+``BaseEventLoop`` goes through (``_run_once`` calls it for each ready
+handle, timers included), and it is plain Python in 3.11–3.15.  Replacing
+it with a copy that reads the clock around the callback gives, for every
+step: its duration (histogram, busy time, utilisation), whether it was a
+task's step (the callback is the task's ``__step`` wrapper or its bound
+``__wakeup``, whose ``__self__`` is the task), and whether that step
+finished the task, which is how task ends are recorded exactly when they
+happen without a done callback per task.
+
+The copy keeps asyncio's behaviour: the same exception handling and
+message, the same ``self = None`` to break reference cycles.  Measured
+alternatives and their costs are in BENCHMARKS.md; the issue's prototypes
+(coroutine proxies, ``sys.monitoring``) cost more and some break
+``get_coro()``.
+
+uvloop's handles are compiled: this hook does not see its steps; see
+docs/metrics.md for what is exact where.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from asyncio import events, format_helpers
+from bisect import bisect_right
+from typing import Any
+
+from .hooks import HOOKS, Hooks
+from .metrics import BOUNDS, FINE_LIMIT
+from .tracker import Tracker
+
+_original_run = events.Handle._run
+_monotonic = time.monotonic
+_PENDING = "PENDING"
+_FINISHED = "FINISHED"
+_FORMAT_TAKES_DEBUG = sys.version_info >= (3, 13)
+
+
+def _report(handle: Any, exc: BaseException) -> None:
+    """asyncio's own reporting of an exception escaping a callback."""
+    if _FORMAT_TAKES_DEBUG:
+        cb = format_helpers._format_callback_source(handle._callback, handle._args, debug=handle._loop.get_debug())
+    else:
+        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
+
+
+def _task_callback_types() -> tuple[type, type]:
+    """The types of the callbacks a C task schedules for its steps: the
+    ``TaskStepMethWrapper`` of its first step (read from the handle a new
+    task schedules, on a loop that never runs), and the bound builtin
+    ``task_wakeup`` that an awaited future calls back."""
+    import asyncio
+
+    async def nothing() -> None:
+        pass
+
+    loop = asyncio.BaseEventLoop()
+    try:
+        coro = nothing()
+        # named, so that asyncio's "Task-N" numbering is not advanced
+        task = asyncio.Task(coro, loop=loop, name="loopscope-probe")
+        step = type(loop._ready[-1]._callback)
+        task._log_destroy_pending = False
+        coro.close()
+        loop._ready.clear()
+    finally:
+        loop._closed = True
+    return step, type(len)
+
+
+class StepHook:
+    """Installs and removes the instrumented ``Handle._run``."""
+
+    def __init__(self, tracker: Tracker, hooks: Hooks = HOOKS) -> None:
+        self.tracker = tracker
+        self.hooks = hooks
+        self.installed = False
+        self.fast = _make_run(tracker, with_hooks=False)
+        self.hooked = _make_run(tracker, with_hooks=True)
+        hooks.on_change.append(self._hooks_changed)
+
+    def install(self) -> None:
+        self.installed = True
+        self._hooks_changed()
+
+    def uninstall(self) -> None:
+        self.installed = False
+        if self._hooks_changed in self.hooks.on_change:
+            self.hooks.on_change.remove(self._hooks_changed)
+        if events.Handle._run in (self.fast, self.hooked):
+            events.Handle._run = _original_run
+
+    def _hooks_changed(self) -> None:
+        """Switch between the plain and the hook-calling variant, so that
+        enter/leave cost nothing while nobody listens."""
+        if not self.installed:
+            return
+        events.Handle._run = self.hooked if (self.hooks.enter or self.hooks.leave) else self.fast
+
+
+_STEP_TYPE, _WAKEUP_TYPE = _task_callback_types()
+
+
+def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
+    """Build a ``Handle._run`` for ``tracker``; everything it touches is a
+    local or a closure cell, and each line is there for a measured reason
+    (BENCHMARKS.md, "step hook")."""
+    step_type, wakeup_type = _STEP_TYPE, _WAKEUP_TYPE
+    cls = tracker.task_class
+    eager_cls = tracker.eager_task_class
+    record_end = tracker.record_end
+    done_ring = tracker.done
+    bounds = BOUNDS
+    bisect = bisect_right
+    clock = _monotonic
+    original = _original_run
+    hooks = tracker.hooks
+    fine_limit = FINE_LIMIT
+
+    def step_done(m: Any, task: Any, tt: type, t0: float, t1: float, d: float) -> None:
+        """Account one step of one of our tasks, and its end if it ended."""
+        n = task._ls_steps
+        if n == 0:
+            task._ls_first = t0 - task._ls_origin[4]
+        task._ls_steps = n + 1
+        busy = task._ls_busy + d
+        task._ls_busy = busy
+        if d > task._ls_longest:
+            task._ls_longest = d
+        if task._state == _PENDING:
+            return
+        if tt is cls and task._ls_cancel is None and task._state == _FINISHED and task._exception is None:
+            # the common end, inlined: a clean finish
+            m.done += 1
+            done_ring.append(
+                (id(task), task.get_name(), task.get_coro(), task._ls_origin, None, "done", t1, None, (n + 1, busy, task._ls_longest, task._ls_first))
+            )
+            if hooks.unregister:
+                hooks.call_unregister(task)
+            return
+        if tt is eager_cls:
+            task._ls_ended = True
+        record_end(task, t1, m)
+
+    if not with_hooks:
+
+        def _run(self: Any) -> None:
+            try:
+                m = self._loop._loopscope_metrics
+            except AttributeError:
+                return original(self)
+            cb = self._callback
+            t0 = clock()
+            try:
+                self._context.run(cb, *self._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                _report(self, exc)
+            t1 = clock()
+            d = t1 - t0
+            m.busy += d
+            if m.nested:
+                # an eager task ran its first step inside this one (timed there)
+                d -= m.nested
+                m.nested = 0.0
+            if d < fine_limit:
+                m.fine[int(d * 1e6)] += 1
+            else:
+                m.counts[bisect(bounds, d)] += 1
+                if d > m.step_max:
+                    m.step_max = d
+                if d > m.slow:
+                    m.long_step(self, t0, d)
+            tp = type(cb)
+            if tp is step_type or tp is wakeup_type:
+                task = cb.__self__
+                tt = type(task)
+                if tt is cls or tt is eager_cls:
+                    step_done(m, task, tt, t0, t1, d)
+            self = None  # noqa: F841 - asyncio does this to break cycles
+
+        return _run
+
+    def _step_in_context(task: Any, cb: Any, args: tuple) -> None:
+        """Runs inside the task's context: enter, the step, leave."""
+        if hooks.enter:
+            hooks.call_enter(task)
+        try:
+            cb(*args)
+        finally:
+            if hooks.leave:
+                hooks.call_leave(task)
+
+    def _run_hooked(self: Any) -> None:
+        try:
+            m = self._loop._loopscope_metrics
+        except AttributeError:
+            return original(self)
+        cb = self._callback
+        tp = type(cb)
+        task = None
+        if tp is step_type or tp is wakeup_type:
+            task = cb.__self__
+            if not isinstance(task, cls):
+                task = None
+        t0 = clock()
+        try:
+            if task is None:
+                self._context.run(cb, *self._args)
+            else:
+                self._context.run(_step_in_context, task, cb, self._args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            _report(self, exc)
+        t1 = clock()
+        d = t1 - t0
+        m.busy += d
+        if m.nested:
+            d -= m.nested
+            m.nested = 0.0
+        if d < fine_limit:
+            m.fine[int(d * 1e6)] += 1
+        else:
+            m.counts[bisect(bounds, d)] += 1
+            if d > m.step_max:
+                m.step_max = d
+            if d > m.slow:
+                m.long_step(self, t0, d)
+        if task is not None:
+            step_done(m, task, type(task), t0, t1, d)
+        self = None  # noqa: F841
+
+    return _run_hooked
