@@ -54,6 +54,9 @@ class Methods:
             "stats": self.stats,
             "snapshot": self.snapshot,
         }
+        from .waitgraph import rpc_methods  # primitives, deadlocks, groups, asyncgens
+
+        self.table.update(rpc_methods(agent))
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         fn = self.table.get(method)
@@ -343,6 +346,8 @@ def snapshot_json(agent: Agent) -> RawJSON:
     history = RawJSONList(
         dumps_piecewise(agent.introspector.history_info(e, now, detail=True, source=True)) for e in agent.tracker.history()
     )
+    from .waitgraph import snapshot_parts
+
     return RawJSON(
         dumps_piecewise(
             {
@@ -352,6 +357,7 @@ def snapshot_json(agent: Agent) -> RawJSON:
                 "hello": hello,
                 "tasks": tasks,
                 "history": history,
+                **snapshot_parts(agent),
             }
         )
     )
