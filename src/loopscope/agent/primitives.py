@@ -210,7 +210,12 @@ class PrimitiveTracker:
     def install(self) -> None:
         if self.installed:
             return
+        global _active
         self.installed = True
+        _active = self
+        from . import introspect
+
+        introspect.wait_detail = wait_detail
         for cls in (locks.Lock, locks.Semaphore, locks.Event, locks.Condition, locks.Barrier, queues.Queue):
             self._wrap_init(cls)
         self._set(locks.Lock, "_locked", _LockedSlot(self))
@@ -231,6 +236,9 @@ class PrimitiveTracker:
                 setattr(owner, name, original)
         self._patches.clear()
         self.installed = False
+        global _active
+        if _active is self:
+            _active = None
 
     def _set(self, cls: type, name: str, value: Any) -> None:
         self._patches.append((cls, name, cls.__dict__.get(name)))
@@ -452,3 +460,62 @@ def primitive_of_frame(frame: Any) -> Any:
     if mod.startswith("anyio") and hasattr(self_obj, "_owner_task"):
         return self_obj
     return None
+
+
+# -- "waiting on Lock (created at app.py:12) held by task 'audit' for 12.4 s" --------------
+
+_active: PrimitiveTracker | None = None
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def wait_detail(target: Any, obj: Any) -> None:
+    """Rewrite a WaitTarget's description with the creation site and holder
+    (used by introspect.waiting_on for ps/inspect)."""
+    pt = _active
+    if pt is None:
+        return
+    owner = obj
+    try:
+        rec = pt.objects.get(owner)
+    except TypeError:
+        rec = None
+    kind = (rec[0] if rec else None) or kind_of(owner) or type(owner).__name__
+    if rec is not None and rec[1] is not None:
+        from .tracker import code_lineno
+
+        where = f"created at {rec[1].co_filename}:{code_lineno(rec[1], rec[2])}"
+    elif rec is not None:
+        where = "created outside any user code"
+    else:
+        where = "created before loopscope"
+    first, _, rest = target.description.partition(" ")
+    name = kind + ("." + first.split(".", 1)[1] if "." in first else "")
+    desc = f"{name} ({where})"
+    target.object_id = hex(id(owner))
+    if target.kind in ("lock", "semaphore"):
+        holders, known = holders_of(owner)
+        now = _monotonic()
+        if holders:
+            parts = []
+            for t, since, tid in holders[:3]:
+                if t is None:
+                    parts.append(f"task {hex(tid)} (gone: finished without releasing it)")
+                    continue
+                fin = " (finished without releasing it)" if t.done() else ""
+                dur = f" for {_fmt_s(now - since)}" if since is not None else ""
+                parts.append(f"task {t.get_name()!r}{fin}{dur}")
+            if len(holders) > 3:
+                parts.append(f"{len(holders) - 3} more")
+            desc += " held by " + ", ".join(parts)
+            if holders[0][0] is not None:
+                target.holder_id = hex(id(holders[0][0]))
+        elif not known:
+            desc += " held by an unknown task (acquired before loopscope was installed)"
+        elif kind_of(owner) in ("Semaphore", "BoundedSemaphore"):
+            desc += f" (value={getattr(owner, '_value', '?')})"
+    elif rest:
+        desc += " " + rest
+    target.description = desc
