@@ -86,11 +86,11 @@ class TimedDeque(_deque):
         super().__init__(*args)
         self.since: dict[int, float] = {}
 
-    def append(self, x: Any) -> None:
-        _deque.append(self, x)
+    def append(self, x: Any, _append: Any = _deque.append, _mono: Any = _monotonic) -> None:
+        _append(self, x)
         since = self.since
-        since[id(x)] = _monotonic()
-        if len(since) > 2 * len(self) + 16:
+        since[id(x)] = _mono()
+        if len(since) > 64 and len(since) > 2 * len(self):
             try:
                 live = {id(f) for f in self}
                 self.since = {k: v for k, v in since.items() if k in live}
@@ -123,18 +123,18 @@ class _LockedSlot:
     def __init__(self, pt: PrimitiveTracker) -> None:
         self.pt = pt
 
-    def __set__(self, obj: Any, value: Any) -> None:
+    def __set__(self, obj: Any, value: Any, _cur: Any = _current_task, _mono: Any = _monotonic) -> None:
         d = obj.__dict__
         d["_locked"] = value
         if value:
             try:
-                t = _current_task()
-                d["_ls_holder"] = (_ref(t), _monotonic(), id(t))
+                t = _cur()
+                d["_ls_holder"] = (_ref(t), _mono(), id(t))
             except Exception as e:  # noqa: BLE001 - outside a task, or odd loop
                 d["_ls_holder"] = None
                 if not isinstance(e, RuntimeError):
                     self.pt.note_error(e)
-        elif "_ls_holder" in d:
+        else:
             d["_ls_holder"] = None
 
 
