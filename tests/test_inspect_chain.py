@@ -16,7 +16,7 @@ def test_inspect_creation_chain_text(ls):
     assert "  coroutine  child" in out
     assert "  state      pending" in out
     assert f"  site       parent {where(S, 'create-child')}" in out
-    assert "  waiting on Event (set=False)" in out
+    assert f"  waiting on Event (created at {where(S, 'event')}) (set=False)\n" in out
 
     chain = out.split("Created (chain through parent tasks):\n", 1)[1].splitlines()
     heads = [line for line in chain if line.startswith("  ") and not line.startswith("      ")]

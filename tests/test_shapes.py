@@ -30,7 +30,7 @@ def test_await_cycle_is_reported(ls, shapes):
     assert f"a_fn {where(S, 'a-awaits-b')}" in out and f"b_fn {where(S, 'b-awaits-a')}" in out
 
     info = ls.ok("inspect", shapes.pid, "A", "--json").json()
-    assert info["waiting_on"] == {"kind": "task", "description": "task 'B'", "task_id": b, "deadline_in": None}
+    assert info["waiting_on"] == {"kind": "task", "description": "task 'B'", "task_id": b, "deadline_in": None, "object_id": None, "holder_id": None}
     assert [(w["task_name"], w["via"]) for w in info["awaiters"]] == [("B", "await")]
 
 
@@ -43,20 +43,28 @@ def test_async_generator_frames_in_stack(ls, shapes):
     assert info["stack"][0]["function"] == "sleep"
 
 
-EXPECTED_WAITS = {
-    "holder": ("condition", "Condition"),
-    "lock-waiter": ("lock", "Lock (locked)"),
-    "sem-waiter": ("semaphore", "Semaphore (value=0)"),
-    "queue-waiter": ("queue.get", "Queue.get (size 0/∞)"),
-    "event-waiter": ("event", "Event (set=False)"),
-    "sleeper": ("sleep", "sleep(3600)"),
-}
+def _expected_waits() -> dict[str, tuple[str, str]]:
+    # the agent names each primitive's creation site and, for locks and
+    # semaphores, the task holding it ("held by task 'holder' for 1.2 s")
+    one, two = where(S, "prims-1"), where(S, "prims-2")
+    return {
+        "holder": ("condition", f"Condition (created at {one})"),
+        "lock-waiter": ("lock", f"Lock (created at {one}) held by task 'holder' for "),
+        "sem-waiter": ("semaphore", f"Semaphore (created at {one}) held by task 'holder' for "),
+        "queue-waiter": ("queue.get", f"Queue.get (created at {two}) (size 0/∞)"),
+        "event-waiter": ("event", f"Event (created at {two}) (set=False)"),
+        "sleeper": ("sleep", "sleep(3600)"),
+    }
 
 
 def test_waiting_on_primitives(ls, shapes):
     page = shapes.call("tasks.graph", {})
     waits = {t["name"]: t["waiting_on"] for t in page["tasks"]}
-    for name, (kind, desc) in EXPECTED_WAITS.items():
+    for name, (kind, desc) in _expected_waits().items():
+        if desc.endswith(" for "):
+            assert waits[name]["kind"] == kind and waits[name]["description"].startswith(desc), waits[name]
+            assert re.fullmatch(r"\d+\.\d s", waits[name]["description"][len(desc):]), waits[name]
+            continue
         assert (waits[name]["kind"], waits[name]["description"]) == (kind, desc), name
     assert 3590 < waits["sleeper"]["deadline_in"] <= 3600
     text = ls.ok("inspect", shapes.pid, "sleeper").out
@@ -66,7 +74,7 @@ def test_waiting_on_primitives(ls, shapes):
 def test_waiting_on_barrier(shapes):
     info = shapes.call("tasks.get", {"task": "barrier-waiter"})
     assert info["waiting_on"]["kind"] == "barrier"
-    assert info["waiting_on"]["description"] == "Barrier (1/3)"
+    assert info["waiting_on"]["description"] == f"Barrier (created at {where(S, 'prims-2')}) (1/3)"
 
 
 def test_waiting_on_inside_async_generator(shapes):

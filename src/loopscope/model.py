@@ -87,6 +87,8 @@ class WaitTarget:
     description: str
     task_id: str | None = None
     deadline_in: float | None = None
+    object_id: str | None = None
+    holder_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -207,6 +209,127 @@ class TaskPage:
 
 
 @dataclass(slots=True)
+class TaskRef:
+    """A task as seen from a primitive, a group or a wait-for edge.
+
+    ``state`` is the task's state, or ``gone`` when it no longer exists;
+    ``since``/``for_s`` say since when (wall clock) and for how long it holds
+    or waits; ``where`` is the user line it waits at.
+    """
+
+    task_id: str
+    task_name: str | None
+    state: str
+    role: str | None = None
+    since: float | None = None
+    for_s: float | None = None
+    where: Frame | None = None
+
+
+@dataclass(slots=True)
+class PrimitiveInfo:
+    """A live synchronization primitive: Lock, Semaphore, Event, Queue…
+
+    ``tracked`` is False for an object created before the agent was
+    installed (found from a task waiting on it); ``holders_known`` is False
+    when it was acquired before the agent could see who did.
+    """
+
+    id: str
+    kind: str
+    state: str
+    tracked: bool = True
+    site: str | None = None
+    created: float | None = None
+    age: float | None = None
+    locked: bool | None = None
+    value: int | None = None
+    is_set: bool | None = None
+    size: int | None = None
+    maxsize: int | None = None
+    holders: list[TaskRef] = field(default_factory=list)
+    holders_known: bool = True
+    waiters: list[TaskRef] = field(default_factory=list)
+
+    def label(self) -> str:
+        return f"{self.kind} {self.id}" + (f" (created at {self.site})" if self.site else " (created before loopscope)")
+
+
+@dataclass(slots=True)
+class WaitEdge:
+    """One step of a wait-for cycle: a task waits on an object (a primitive
+    or another task); for a primitive, ``held_by`` names the next task."""
+
+    task: TaskRef
+    object_kind: str
+    object_id: str
+    object_label: str
+    held_by: TaskRef | None = None
+
+
+@dataclass(slots=True)
+class Deadlock:
+    """A cycle in the wait-for graph: none of these tasks can go on."""
+
+    edges: list[WaitEdge]
+    summary: str
+    for_s: float | None = None
+
+
+@dataclass(slots=True)
+class Suspect:
+    """A heuristic finding (not a proven deadlock)."""
+
+    kind: str
+    summary: str
+    object_id: str | None = None
+    tasks: list[TaskRef] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DeadlockReport:
+    """``graph.deadlocks``: proven cycles, and heuristic suspects."""
+
+    cycles: list[Deadlock]
+    suspects: list[Suspect]
+    tasks: int
+    edges: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class GroupInfo:
+    """A task group (asyncio.TaskGroup or anyio's on asyncio)."""
+
+    id: str
+    kind: str
+    state: str
+    site: str | None = None
+    created: float | None = None
+    age: float | None = None
+    parent_id: str | None = None
+    parent_name: str | None = None
+    children: list[TaskRef] = field(default_factory=list)
+    finished_dropped: int = 0
+
+
+@dataclass(slots=True)
+class AsyncGenInfo:
+    """A live async generator (seen through the loop's asyncgen hooks)."""
+
+    id: str
+    name: str
+    state: str
+    site: str | None = None
+    created: float | None = None
+    age: float | None = None
+    frame: Frame | None = None
+    owner_id: str | None = None
+    owner_name: str | None = None
+    loop_id: str | None = None
+
+
+@dataclass(slots=True)
 class Snapshot:
     """Everything the agent knows at one instant: the content of a dump file."""
 
@@ -219,6 +342,10 @@ class Snapshot:
     #: The ``health`` report at the same instant (docs/metrics.md); free-form
     #: JSON so that new metrics do not need a schema change.
     health: Any = None
+    primitives: list[PrimitiveInfo] | None = None
+    deadlocks: DeadlockReport | None = None
+    groups: list[GroupInfo] | None = None
+    asyncgens: list[AsyncGenInfo] | None = None
 
 
 T = TypeVar("T")

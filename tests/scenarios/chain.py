@@ -34,7 +34,7 @@ def make_helper_task():
 
 async def main():
     global forever
-    forever = asyncio.Event()
+    forever = asyncio.Event()  # LINE:event
     h = make_helper_task()  # LINE:helper-call
     t = asyncio.create_task(grandparent(), name="grandparent")  # LINE:create-grandparent
     await t

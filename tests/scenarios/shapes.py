@@ -35,8 +35,8 @@ async def hold(lock, sem, cond):
 
 
 async def main():
-    lock, sem, cond = asyncio.Lock(), asyncio.Semaphore(1), asyncio.Condition()
-    queue, event, barrier = asyncio.Queue(), asyncio.Event(), asyncio.Barrier(3)
+    lock, sem, cond = asyncio.Lock(), asyncio.Semaphore(1), asyncio.Condition()  # LINE:prims-1
+    queue, event, barrier = asyncio.Queue(), asyncio.Event(), asyncio.Barrier(3)  # LINE:prims-2
     tasks["A"] = asyncio.create_task(a_fn(), name="A")
     tasks["B"] = asyncio.create_task(b_fn(), name="B")
     others = [

@@ -52,6 +52,8 @@ class Config:
     prometheus: str = ""
     #: Clients may cancel tasks (a separate, explicit permission).
     allow_cancel: bool = False
+    #: Track synchronization primitives, task groups and async generators.
+    primitives: bool = True
     #: Show the agent's own warnings on stderr.
     verbose: bool = False
     extra: dict[str, str] = field(default_factory=dict)

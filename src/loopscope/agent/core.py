@@ -50,6 +50,8 @@ class Agent:
         self.tracker = Tracker(config)
         self.introspector = Introspector(self.tracker)
         self.loops = LoopRegistry(config, self.tracker)
+        self.primitive_tracker: Any = None  # agent/primitives.py, when config.primitives
+        self.group_tracker: Any = None  # agent/groups.py
         self.methods = Methods(self)
         self.step_hook = StepHook(self.tracker) if config.metrics else None
         self.executors = Executors()
@@ -70,8 +72,11 @@ class Agent:
             self.step_hook.install()
             self.loops.steps_hooked = True
         self._patch()
+        extra: dict[str, Any] = {"uvloop": self._patch_uvloop}
+        if self.config.primitives:
+            extra.update(self._install_waits())
         try:
-            self._import_hook = integrations.install(self.tracker.eager_task_class, {"uvloop": self._patch_uvloop})
+            self._import_hook = integrations.install(self.tracker.eager_task_class, extra)
         except Exception as e:  # noqa: BLE001
             self.tracker.note_error(e)
         if self.config.server:
@@ -100,6 +105,9 @@ class Agent:
             else:
                 setattr(owner, name, original)
         self._patches.clear()
+        for part in (self.primitive_tracker, self.group_tracker):
+            if part is not None:
+                part.uninstall()
         integrations.uninstall(self._import_hook)
         self._import_hook = None
         self.loops.detach_all()
@@ -191,6 +199,22 @@ class Agent:
             orig_ceh(loop, context)
 
         self._set(base_events.BaseEventLoop, "call_exception_handler", call_exception_handler)
+
+    def _install_waits(self) -> dict[str, Any]:
+        """Primitives, task groups, async generators (agent/primitives.py,
+        agent/groups.py): patches on asyncio's classes, undone by stop()."""
+        from .groups import GroupTracker
+        from .primitives import PrimitiveTracker
+
+        try:
+            self.primitive_tracker = PrimitiveTracker(self.tracker)
+            self.primitive_tracker.install()
+            self.group_tracker = GroupTracker(self.tracker)
+            self.group_tracker.install()
+        except Exception as e:  # noqa: BLE001
+            self.tracker.note_error(e)
+            return {}
+        return {"janus": self.primitive_tracker.patch_janus, "anyio._backends._asyncio": self.group_tracker.patch_anyio}
 
     def _patch_uvloop(self, module: Any) -> None:
         """``uvloop.Loop`` is a Python subclass of the Cython loop: patch it

@@ -226,6 +226,9 @@ _WAIT_METHODS = frozenset(m for _, m in _PRIMITIVE_WAITS) | {
 }
 
 
+wait_detail: Any = None  # callable(WaitTarget, primitive) or None
+
+
 def waiting_on(task: Any) -> WaitTarget | None:
     """What a suspended task waits on: a primitive, a timer, I/O, a task.
 
@@ -254,9 +257,15 @@ def waiting_on(task: Any) -> WaitTarget | None:
             hit = _PRIMITIVE_WAITS.get((klass.__name__, meth))
             if hit is not None:
                 try:
-                    return WaitTarget(hit[0], hit[1](self_obj))
+                    target = WaitTarget(hit[0], hit[1](self_obj))
                 except Exception:  # noqa: BLE001
                     return WaitTarget(hit[0], klass.__name__)
+                if wait_detail is not None:  # set by agent/primitives.py: site, holder
+                    try:
+                        wait_detail(target, self_obj)
+                    except Exception:  # noqa: BLE001
+                        pass
+                return target
         if type(self_obj).__name__ == "StreamReader":
             return WaitTarget("io.read", _stream_description(self_obj))
     if frames:

@@ -56,6 +56,9 @@ class Methods:
             "snapshot": self.snapshot,
             "health": self.health,
         }
+        from .waitgraph import rpc_methods  # primitives, deadlocks, groups, asyncgens
+
+        self.table.update(rpc_methods(agent))
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         fn = self.table.get(method)
@@ -351,6 +354,8 @@ def snapshot_json(agent: Agent) -> RawJSON:
     history = RawJSONList(
         dumps_piecewise(agent.introspector.history_info(e, now, detail=True, source=True)) for e in agent.tracker.history()
     )
+    from .waitgraph import snapshot_parts
+
     return RawJSON(
         dumps_piecewise(
             {
@@ -361,6 +366,7 @@ def snapshot_json(agent: Agent) -> RawJSON:
                 "tasks": tasks,
                 "history": history,
                 "health": health_report(agent),
+                **snapshot_parts(agent),
             }
         )
     )

@@ -20,7 +20,7 @@ from ..model import SCHEMA_VERSION
 from ..query import GROUP_KEYS, SORT_KEYS, QueryError, TaskFilter
 from ..client.errors import ClientError
 from ..client.source import AgentSource, DumpSource, open_target
-from . import render
+from . import render, render_waits
 
 
 def _print_json(obj: Any) -> None:
@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TARGET")
     p.add_argument("-o", "--output", help="file to write (default loopscope-PID-TIME.json)")
     p.set_defaults(func=cmd_dump, needs_target=True, json=False)
+
+    render_waits.add_commands(sub, _add_target)  # primitives, deadlocks, groups, asyncgens
 
     p = sub.add_parser("demo", help="start the bundled demo service under the agent and tour it")
     p.add_argument("--once", action="store_true", help="tour once and stop the service")

@@ -108,6 +108,12 @@ def ps(page: Json, tid_of: dict[str, Any], long: bool = False) -> str:
     widths = {3 + (3 if long else 0): 60, 4 + (3 if long else 0): 60}
     if long:
         widths[5] = 50
+        # what each task waits on ("Lock (created at …) held by task 'x' for 3.0 s")
+        headers.append("waiting on")
+        waits = {t["id"]: (t.get("waiting_on") or {}).get("description", "") for t in page["tasks"]}
+        for r in rows:
+            r.append(waits.get(r[1], ""))
+        widths[len(headers) - 1] = 100
     return table(headers, rows, widths)
 
 
