@@ -397,3 +397,42 @@ class TopData:
 
 def blocked_loops(loops: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [lp for lp in loops if lp.get("blocked")]
+
+
+@dataclass
+class TaskView:
+    """What the Tasks screen shows: sort, filter, grouping, expanded groups.
+
+    ``build`` is pure (rows in, items out) so it runs in a worker thread and
+    in tests alike.  Items are ``Row``s, or ``Group``s followed (when the
+    group is expanded) by at most ``per_group`` of its rows and a ``More``.
+    """
+
+    sort: str = "age"
+    filter: RowFilter = field(default_factory=RowFilter)
+    group_by: str | None = None
+    expanded: set[str] = field(default_factory=set)
+    per_group: int = 500
+    max_groups: int = 5000
+
+    def build(self, rows: Iterable[Row], now: float) -> tuple[list[Any], int]:
+        """(items, number of tasks matched)."""
+        chosen = select(rows, self.filter, self.sort, now)
+        if not self.group_by:
+            return chosen, len(chosen)
+        items: list[Any] = []
+        for g in group_rows(chosen, self.group_by, self.max_groups):
+            items.append(g)
+            if g.key in self.expanded:
+                items.extend(g.rows[: self.per_group])
+                if g.count > self.per_group:
+                    items.append(More(g.key, g.count - self.per_group))
+        return items, len(chosen)
+
+
+@dataclass(slots=True)
+class More:
+    """Placeholder for the rows of a big group that are not listed."""
+
+    key: str
+    hidden: int
