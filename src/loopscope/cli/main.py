@@ -249,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file to write (default loopscope-PID-TIME.json)")
     p.set_defaults(func=cmd_dump, needs_target=True, json=False)
 
-    p = sub.add_parser("demo", help="start the bundled demo service under the agent and tour it")
-    p.add_argument("--once", action="store_true", help="tour once and stop the service")
+    p = sub.add_parser("demo", help="start the bundled demo service under the agent and open `top` on it")
+    p.add_argument("--once", action="store_true", help="print the tour once (ps, pstree, …) and stop the service")
     p.add_argument("--tasks", type=int, default=3000, help="about how many tasks the demo keeps alive")
     p.set_defaults(func=cmd_demo, needs_target=False)
     _add_top(sub)
