@@ -391,7 +391,8 @@ class MainScreen(Screen[None]):
     @property
     def active_pane(self) -> Pane:
         tabs = self.query_one(TabbedContent)
-        pane_id = {"tab-tasks": "#tasks-pane", "tab-sites": "#sites-pane", "tab-history": "#history-pane", "tab-health": "#health-pane"}[tabs.active]
+        # ``active`` is empty until the tabs are mounted: Tasks is the default
+        pane_id = {"tab-sites": "#sites-pane", "tab-history": "#history-pane", "tab-health": "#health-pane"}.get(tabs.active, "#tasks-pane")
         return self.query_one(pane_id, Pane)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
