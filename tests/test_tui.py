@@ -337,3 +337,28 @@ def test_view_actions_on_100k_rows_need_no_backend_call(n):
     found, calls = drive(backend, steps)
     assert set(calls) <= {"tasks.delta"}
     assert found == sorted(r[1] for r in rows if "worker-99" in r[1])
+
+
+def test_tasks_delta_on_a_real_agent_chunks_then_sends_nothing_new(ls):
+    """The agent side of the mirror: chunked first load, then empty deltas,
+    and a reset for an unknown cursor."""
+    prog = ls.start_ready("scale.py", "500")
+    listed = {t["id"] for t in prog.call("tasks.list", {})["tasks"]}
+    got: set[str] = set()
+    cursor, chunks = None, 0
+    with prog.connect() as conn:
+        while True:
+            d = conn.call("tasks.delta", {"cursor": cursor, "limit": 200})
+            assert d["reset"] == (cursor is None)
+            assert len(d["added"]) <= 200
+            got |= {row[d["columns"].index("id")] for row in d["added"]}
+            cursor, chunks = d["cursor"], chunks + 1
+            if not d["more"]:
+                break
+        steady = conn.call("tasks.delta", {"cursor": cursor})
+        unknown = conn.call("tasks.delta", {"cursor": "nope"})
+    # the ticker task may come and go between calls; the 500 waiters may not
+    assert len(listed ^ got) <= 1 and len(got) >= 500 and chunks >= 3
+    assert steady["added"] == [] and steady["removed"] == [] and not steady["reset"]
+    assert unknown["reset"] and len(unknown["added"]) >= 500
+    assert any(label.endswith(":24") for label in [*d["sites"].values(), *unknown["sites"].values()])
