@@ -178,6 +178,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from ..tui.app import TopApp
+    from ..tui.datasource import open_backend
+
+    backend = open_backend(args.target) if args.target else None
+    TopApp(args.target, interval=args.interval, backend=backend).run()
+    return 0
+
+
+def _add_top(sub: Any) -> None:
+    p = sub.add_parser("top", help="interactive monitor (Textual): tasks, sites, history, health")
+    p.add_argument("target", metavar="TARGET", nargs="?", help="pid, agent socket path, or dump file (default: pick a process)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (at least; see docs/architecture.md)")
+    p.set_defaults(func=cmd_top, needs_target=False)
+
+
 def _add_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="TARGET", help="pid, agent socket path, or dump file")
     p.add_argument("--json", action="store_true", help=f"machine-readable output (schema {SCHEMA_VERSION}, see docs/json.md)")
@@ -263,10 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     render_waits.add_commands(sub, _add_target)  # primitives, deadlocks, groups, asyncgens
 
-    p = sub.add_parser("demo", help="start the bundled demo service under the agent and tour it")
-    p.add_argument("--once", action="store_true", help="tour once and stop the service")
+    p = sub.add_parser("demo", help="start the bundled demo service under the agent and open `top` on it")
+    p.add_argument("--once", action="store_true", help="print the tour once (ps, pstree, …) and stop the service")
     p.add_argument("--tasks", type=int, default=3000, help="about how many tasks the demo keeps alive")
     p.set_defaults(func=cmd_demo, needs_target=False)
+    _add_top(sub)
     return parser
 
 

@@ -1,5 +1,8 @@
 """``loopscope demo``: start the demo service under the agent, then show it.
 
+In a terminal it opens ``loopscope top`` on the service; with ``--once``,
+or when output is not a terminal (CI, a pipe), it prints the tour below.
+
 The service runs in a separate process exactly as a user's would under
 ``loopscope run``; the tour then runs the same commands a user would type,
 so what it prints is what those commands print.
@@ -55,12 +58,23 @@ def _step(title: str, argv: list[str]) -> None:
     sys.stderr.flush()
 
 
+def run_top(pid: str) -> None:
+    """Open ``loopscope top`` on the demo service (an interactive terminal)."""
+    from ..tui.app import TopApp
+    from ..tui.datasource import open_backend
+
+    TopApp(pid, backend=open_backend(pid)).run()
+
+
 def run_demo(args: argparse.Namespace) -> int:
     proc = start_service(args.tasks)
     try:
         wait_for_agent(proc)
         time.sleep(1.5)  # let the churn task fail and cancel a few tasks
         pid = str(proc.pid)
+        if not args.once and sys.stdout.isatty() and sys.stdin.isatty():
+            run_top(pid)
+            return 0
         _step("agents this user can reach", ["list"])
         _step("where do all these tasks come from?", ["stats", pid, "--by", "site", "--limit", "8"])
         _step("the oldest tasks, with their own stacks and awaiters", ["ps", pid, "--sort", "age", "--limit", "8"])
