@@ -151,7 +151,19 @@ def loop_health(agent: Agent, loop: Any, st: Any, top: int = 10) -> dict[str, An
     }
 
 
-def health_report(agent: Agent, top: int = 10) -> dict[str, Any]:
+def _deadlocks(agent: Agent) -> list[dict[str, Any]] | None:
+    """Proven wait-for cycles right now (no heuristics), summarised."""
+    try:
+        from .waitgraph import find_cycles
+
+        cycles = find_cycles(agent)
+    except Exception as e:  # noqa: BLE001
+        agent.tracker.note_error(e)
+        return None
+    return [{"summary": c.summary, "for": c.for_s} for c in cycles]
+
+
+def health_report(agent: Agent, top: int = 10, deadlocks: bool = True) -> dict[str, Any]:
     loops = []
     for loop, st in agent.loops.states():
         if st.metrics is None:
@@ -160,5 +172,9 @@ def health_report(agent: Agent, top: int = 10) -> dict[str, Any]:
             loops.append(loop_health(agent, loop, st, top))
         except Exception as e:  # noqa: BLE001 - a report must not fail as a whole
             agent.tracker.note_error(e)
-    return {"taken_at": time.time(), "pid": agent.pid, "loops": loops}
+    report: dict[str, Any] = {"taken_at": time.time(), "pid": agent.pid, "loops": loops}
+    if deadlocks:
+        found = _deadlocks(agent)
+        report["deadlocks"] = None if found is None else {"count": len(found), "cycles": found}
+    return report
 

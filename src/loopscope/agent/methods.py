@@ -414,7 +414,8 @@ class Methods:
         top = _param(params, "top", int, 10)
         if top < 0 or top > 1000:
             raise RPCError(INVALID_PARAMS, "top: expected 0..1000")
-        return health_report(self.agent, top)
+        deadlocks = _param(params, "deadlocks", bool, True)
+        return health_report(self.agent, top, deadlocks)
 
     def snapshot(self, params: dict[str, Any]) -> Any:
         return snapshot_json(self.agent)

@@ -108,6 +108,12 @@ def render_health(report: Json) -> str:
     loops = report.get("loops") or []
     if not loops:
         return "no running event loop with metrics in this process"
+    dl = report.get("deadlocks")
+    if dl and dl.get("count"):
+        lines.append(f"!! {dl['count']} DEADLOCK(S):")
+        lines.extend(f"   {c.get('summary')}" for c in dl.get("cycles") or [])
+        lines.append("   (loopscope deadlocks PID shows each cycle with its locks and lines)")
+        lines.append("")
     for lp in loops:
         lines.extend(render_loop(lp))
         lines.append("")
