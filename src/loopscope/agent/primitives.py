@@ -17,9 +17,10 @@ on asyncio's own classes so ``isinstance`` and user subclasses keep working:
   task; after a wakeup, Lock sets it in the woken task, and Semaphore
   decrements in ``_wake_up_next`` on behalf of the waiter whose future it is
   about to resolve, so the holder is the task awaiting that future.
-* ``_waiters`` (Lock, Semaphore, Event, Condition) and ``_getters`` /
-  ``_putters`` (Queue) get a deque subclass whose ``append`` stamps the time,
-  so each waiter has a "waiting since".
+* Nothing is patched for waiters: a task blocked on a primitive has been
+  waiting since the end of its last step, which the step hook records in the
+  task (``_ls_last``).  An earlier version stamped each append to the waiter
+  deques, a Python call on every wait that cost 20 % on queue ping-pong.
 
 Holders are kept as ``(weakref to the task, since)`` in the primitive's own
 ``__dict__`` (``_ls_holder`` / ``_ls_holders``): nothing keeps a task alive.
@@ -31,7 +32,6 @@ after the agent was installed.
 from __future__ import annotations
 
 import asyncio
-import collections
 import sys
 import time
 import weakref
@@ -42,7 +42,6 @@ from .tracker import _SKIP_DIRS, _is_skipped, _skip_cache
 
 _monotonic = time.monotonic
 _getframe = sys._getframe
-_deque = collections.deque
 _ref = weakref.ref
 _Task = asyncio.Task
 try:
@@ -75,44 +74,6 @@ def kind_of(obj: Any) -> str | None:
     if mod.startswith("janus") and type(obj).__name__ in ("Queue", "PriorityQueue", "LifoQueue"):
         return "janus." + type(obj).__name__
     return None
-
-
-class TimedDeque(_deque):
-    """A waiters deque that remembers when each waiter was appended."""
-
-    __slots__ = ("since",)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.since: dict[int, float] = {}
-
-    def append(self, x: Any, _append: Any = _deque.append, _mono: Any = _monotonic) -> None:
-        _append(self, x)
-        since = self.since
-        since[id(x)] = _mono()
-        if len(since) > 64 and len(since) > 2 * len(self):
-            try:
-                live = {id(f) for f in self}
-                self.since = {k: v for k, v in since.items() if k in live}
-            except Exception:  # noqa: BLE001
-                self.since = {}
-
-
-class _WaitersSlot:
-    """``self._waiters = deque()`` stores a TimedDeque instead."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        if type(value) is _deque:
-            try:
-                value = TimedDeque(value)
-            except Exception:  # noqa: BLE001
-                pass
-        obj.__dict__[self.name] = value
 
 
 class _LockedSlot:
@@ -220,10 +181,6 @@ class PrimitiveTracker:
             self._wrap_init(cls)
         self._set(locks.Lock, "_locked", _LockedSlot(self))
         self._set(locks.Semaphore, "_value", _ValueSlot(self))
-        for cls in (locks.Lock, locks.Semaphore, locks.Event, locks.Condition):
-            self._set(cls, "_waiters", _WaitersSlot("_waiters"))
-        self._set(queues.Queue, "_getters", _WaitersSlot("_getters"))
-        self._set(queues.Queue, "_putters", _WaitersSlot("_putters"))
 
     def uninstall(self) -> None:
         for owner, name, original in reversed(self._patches):
@@ -393,7 +350,6 @@ def waiters_of(obj: Any) -> list[tuple[str, Any, Any, float | None]]:
     for role, dq in waiter_deques(obj):
         if not dq:
             continue
-        since = getattr(dq, "since", None) or {}
         pairs = getattr(dq, "pairs", None)
         for i, fut in enumerate(list(dq)):
             if fut.done():
@@ -401,7 +357,9 @@ def waiters_of(obj: Any) -> list[tuple[str, Any, Any, float | None]]:
             task = pairs[i][0] if pairs and isinstance(pairs[i], tuple) else _task_of_future(fut)
             if task is None:
                 continue
-            out.append((role, task, fut, since.get(id(fut))))
+            # A waiting task has been waiting since the end of its last step
+            # (the step hook keeps it; unknown on loops without the hook).
+            out.append((role, task, fut, getattr(task, "_ls_last", None)))
     return out
 
 

@@ -130,6 +130,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
         if n == 0:
             task._ls_first = t0 - task._ls_origin[4]
         task._ls_steps = n + 1
+        task._ls_last = t1
         busy = task._ls_busy + d
         task._ls_busy = busy
         if d > task._ls_longest:

@@ -420,7 +420,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     class TrackedTask(_Task):  # type: ignore[misc,valid-type]
         """asyncio.Task with a few slots; behaves exactly like asyncio.Task."""
 
-        __slots__ = ("_ls_origin", "_ls_cancel", "_ls_steps", "_ls_busy", "_ls_longest", "_ls_first")
+        __slots__ = ("_ls_origin", "_ls_cancel", "_ls_steps", "_ls_busy", "_ls_longest", "_ls_first", "_ls_last")
         _ls_name_cell = None  # eager tasks have a slot of that name
         _ls_eager = False
 
