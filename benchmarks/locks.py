@@ -33,7 +33,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 WORKERS = 200
-ROUNDS = 250
+ROUNDS = int(os.environ.get("LOOPSCOPE_BENCH_ROUNDS", "250"))  # smaller for instruction counting
 LOCKS = 4
 TARGET = 1.2
 CONFIGS = ["plain", "loopscope-noprims", "loopscope"]

@@ -485,7 +485,8 @@ class Introspector:
         )
 
     def history_info(self, entry: tuple, now_mono: float, detail: bool, source: bool = False) -> TaskInfo:
-        addr, name, coro, origin, cancel, state, ended, extra, stats = entry
+        addr, name, coro, origin, cancel, state, ended, extra = entry[:8]
+        stats = entry[8:12] if len(entry) >= 12 and entry[8] is not None else None
         if not isinstance(coro, str):
             # the step hook keeps the (finished) coroutine, named only when asked
             coro = getattr(coro, "__qualname__", None) or type(coro).__name__

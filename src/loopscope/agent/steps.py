@@ -124,24 +124,15 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
     hooks = tracker.hooks
     fine_limit = FINE_LIMIT
 
-    def step_done(m: Any, task: Any, tt: type, t0: float, t1: float, d: float) -> None:
-        """Account one step of one of our tasks, and its end if it ended."""
-        n = task._ls_steps
-        if n == 0:
-            task._ls_first = t0 - task._ls_origin[4]
-        task._ls_steps = n + 1
-        task._ls_last = t1
-        busy = task._ls_busy + d
-        task._ls_busy = busy
-        if d > task._ls_longest:
-            task._ls_longest = d
-        if task._state == _PENDING:
-            return
+    def step_end(m: Any, task: Any, tt: type, t1: float) -> None:
+        """Record the end of one of our tasks, right after its last step."""
         if tt is cls and task._ls_cancel is None and task._state == _FINISHED and task._exception is None:
             # the common end, inlined: a clean finish
             m.done += 1
+            # flat: one tuple per finished task (see Tracker.record_end)
             done_ring.append(
-                (id(task), task.get_name(), task.get_coro(), task._ls_origin, None, "done", t1, None, (n + 1, busy, task._ls_longest, task._ls_first))
+                (id(task), task.get_name(), task.get_coro(), task._ls_origin, None, "done", t1, None,
+                 task._ls_steps, task._ls_busy, task._ls_longest, task._ls_first)
             )
             if hooks.unregister:
                 hooks.call_unregister(task)
@@ -149,6 +140,20 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
         if tt is eager_cls:
             task._ls_ended = True
         record_end(task, t1, m)
+
+    def step_done(m: Any, task: Any, tt: type, t0: float, t1: float, d: float) -> None:
+        """Account one step of one of our tasks (the hooked variant's path;
+        the plain one inlines the same lines)."""
+        n = task._ls_steps
+        if n == 0:
+            task._ls_first = t0 - task._ls_origin[4]
+        task._ls_steps = n + 1
+        task._ls_last = t1
+        task._ls_busy += d
+        if d > task._ls_longest:
+            task._ls_longest = d
+        if task._state != _PENDING:
+            step_end(m, task, tt, t1)
 
     if not with_hooks:
 
@@ -185,7 +190,17 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
                 task = cb.__self__
                 tt = type(task)
                 if tt is cls or tt is eager_cls:
-                    step_done(m, task, tt, t0, t1, d)
+                    # step_done, inlined: a Python call per step is measurable
+                    n = task._ls_steps
+                    if n == 0:
+                        task._ls_first = t0 - task._ls_origin[4]
+                    task._ls_steps = n + 1
+                    task._ls_last = t1
+                    task._ls_busy += d
+                    if d > task._ls_longest:
+                        task._ls_longest = d
+                    if task._state != _PENDING:
+                        step_end(m, task, tt, t1)
             self = None  # noqa: F841 - asyncio does this to break cycles
 
         return _run

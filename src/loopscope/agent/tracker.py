@@ -247,7 +247,11 @@ class Tracker:
                     pass
 
     def record_end(self, task: Any, now: float | None = None, m: Any = None) -> None:
-        """Move a finished (or collected-while-pending) task into history and
+        """History entries are flat tuples: (id, name, coro or its name,
+        origin, cancel record, outcome, ended, exception summary, steps, busy,
+        longest, first step); one allocation per finished task.
+
+        Move a finished (or collected-while-pending) task into history and
         count it.
 
         Runs once per task (from the step hook that finished it, or from
@@ -304,7 +308,7 @@ class Tracker:
             coro = task.get_coro()
             coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
         # Rings are bounded by length; the age limit applies when read.
-        ring.append((id(task), task.get_name(), coro_name, origin, cancel, outcome, now, extra, task_stats(task)))
+        ring.append((id(task), task.get_name(), coro_name, origin, cancel, outcome, now, extra) + (task_stats(task) or _NO_STATS))
         if self.hooks.unregister:
             self.hooks.call_unregister(task)
 
@@ -371,6 +375,9 @@ def safe_coro_name(task: Any) -> str:
     coro = task.get_coro()
     name = getattr(coro, "__qualname__", None)
     return name if isinstance(name, str) else type(coro).__name__
+
+
+_NO_STATS = (None, None, None, None)
 
 
 def task_stats(task: Any) -> tuple | None:

@@ -39,7 +39,10 @@ from ..query import QueryError, parse_duration
 #: a big process comes in chunks, so no single answer is tens of megabytes.
 CHUNK = 20_000
 
-SORT_KEYS = ("age", "name", "coro", "state", "site", "id")
+SORT_KEYS = ("age", "name", "coro", "state", "site", "id", "busy", "switches", "longest")
+#: Sort keys on step counters: largest first by default (the busiest on top),
+#: as in ``tasks.list``; ``steps`` is accepted for ``switches``.
+NUMERIC_KEYS = {"busy": "busy", "switches": "steps", "steps": "steps", "longest": "longest"}
 GROUP_KEYS = ("site", "name", "coro", "state")
 
 
@@ -104,8 +107,9 @@ class DumpBackend:
                 "cursor": "dump",
                 "reset": first,
                 "more": False,
-                "columns": list(COLUMNS),
-                "added": [[t.id, t.name, t.coro, t.state, t.created, t.site_id, t.parent_id, t.parent_name, t.loop_id] for t in tasks],
+                "columns": [*COLUMNS, *STAT_COLUMNS],
+                "changed": [],
+                "added": [[t.id, t.name, t.coro, t.state, t.created, t.site_id, t.parent_id, t.parent_name, t.loop_id, t.steps, t.busy, t.longest, t.first_step] for t in tasks],
                 "removed": [],
                 "sites": sites,
                 "running": [],
@@ -141,6 +145,9 @@ def open_backend(target: str) -> AgentBackend | DumpBackend:
 
 
 COLUMNS = ("id", "name", "coro", "state", "created", "site_id", "parent_id", "parent_name", "loop_id")
+#: Sent by agents that know ``stats: true`` (step counters; None when the
+#: loop has no step hook, e.g. uvloop, or the task never ran).
+STAT_COLUMNS = ("steps", "busy", "longest", "first_step")
 
 
 @dataclass(slots=True)
@@ -156,6 +163,10 @@ class Row:
     site: str | None
     parent_name: str | None
     loop_id: str
+    steps: int | None = None
+    busy: float | None = None
+    longest: float | None = None
+    first_step: float | None = None
 
     def age(self, now: float) -> float | None:
         return None if self.created is None else max(0.0, now - self.created)
@@ -173,6 +184,11 @@ class Mirror:
         self.running: set[str] = set()
         #: bumped on every change, so views know when to recompute
         self.version = 0
+        #: bumped when step counters (busy, switches) of held rows moved
+        self.stats_version = 0
+        #: False until an answer carried step counters (older agents, uvloop
+        #: dumps without them): the columns then stay empty
+        self.has_stats = False
 
     def apply(self, delta: dict[str, Any]) -> bool:
         """Apply one answer; True when the set of rows changed."""
@@ -190,13 +206,29 @@ class Mirror:
         i_id, i_name, i_coro, i_state = index["id"], index["name"], index["coro"], index["state"]
         i_created, i_site, i_pname, i_loop = index["created"], index["site_id"], index["parent_name"], index["loop_id"]
         sites = self.sites
+        i_steps = index.get("steps")
+        if i_steps is not None:
+            self.has_stats = True
+            i_busy, i_longest, i_first = index["busy"], index["longest"], index["first_step"]
         for raw in delta.get("added") or ():
             site_id = raw[i_site]
-            self.rows[raw[i_id]] = Row(
+            row = Row(
                 raw[i_id], raw[i_name], raw[i_coro], raw[i_state], raw[i_created],
                 sites.get(str(site_id)) if site_id is not None else None, raw[i_pname], raw[i_loop],
             )
+            if i_steps is not None:
+                row.steps, row.busy, row.longest, row.first_step = raw[i_steps], raw[i_busy], raw[i_longest], raw[i_first]
+            self.rows[raw[i_id]] = row
             changed = True
+        moved = False
+        rows = self.rows
+        for tid, steps, busy, longest, first in delta.get("changed") or ():
+            r = rows.get(tid)
+            if r is not None:
+                r.steps, r.busy, r.longest, r.first_step = steps, busy, longest, first
+                moved = True
+        if moved:
+            self.stats_version += 1
         running = set(delta.get("running") or ())
         if running != self.running:
             for tid in self.running - running:
@@ -219,11 +251,15 @@ class Mirror:
 
 @dataclass
 class RowFilter:
-    """The ``/`` filter: ``name=GLOB coro=GLOB state=a,b site=TEXT age=5s``;
+    """The ``/`` filter: ``name=GLOB coro=GLOB state=a,b site=TEXT age=5s busy=10ms``;
     a bare word matches as a substring of the name, coroutine or site."""
 
     text: str = ""
     tests: list[Callable[[Row, float], bool]] = field(default_factory=list)
+
+    @property
+    def uses_stats(self) -> bool:
+        return "busy=" in self.text
 
     @classmethod
     def parse(cls, text: str) -> RowFilter:
@@ -249,8 +285,14 @@ class RowFilter:
                 except ValueError as e:
                     raise QueryError(str(e)) from None
                 tests.append(lambda r, now, a=min_age: r.created is not None and now - r.created >= a)
+            elif key == "busy":
+                try:
+                    min_busy = parse_duration(value)
+                except ValueError as e:
+                    raise QueryError(str(e)) from None
+                tests.append(lambda r, _n, b=min_busy: r.busy is not None and r.busy >= b)
             else:
-                raise QueryError(f"unknown filter field {key!r} (name, coro, state, site, age)")
+                raise QueryError(f"unknown filter field {key!r} (name, coro, state, site, age, busy)")
         return cls(text, tests)
 
     def matches(self, row: Row, now: float) -> bool:
@@ -258,6 +300,10 @@ class RowFilter:
 
 
 def _sort_key(key: str) -> Callable[[Row], Any]:
+    if key in NUMERIC_KEYS:
+        attr = NUMERIC_KEYS[key]
+        # unknown (never ran, or no step hook) sorts after every measured task
+        return lambda r: -1.0 if (v := getattr(r, attr)) is None else v
     if key == "age":
         inf = float("inf")
         return lambda r: r.created if r.created is not None else inf
@@ -275,12 +321,13 @@ def select(rows: Iterable[Row], flt: RowFilter, sort: str, now: float) -> list[R
     """
     desc = sort.startswith("-")
     key = sort.lstrip("-")
-    if key not in SORT_KEYS:
+    if key not in SORT_KEYS and key not in NUMERIC_KEYS:
         raise QueryError(f"cannot sort by {key!r} (one of: {', '.join(SORT_KEYS)})")
     chosen = list(rows)
     for test in flt.tests:  # each condition narrows the list for the next
         chosen = [r for r in chosen if test(r, now)]
-    chosen.sort(key=_sort_key(key), reverse=desc)
+    # numeric keys: largest first unless reversed ("-busy": least busy first)
+    chosen.sort(key=_sort_key(key), reverse=desc != (key in NUMERIC_KEYS))
     return chosen
 
 
@@ -365,7 +412,7 @@ class TopData:
             changed = False
             t0 = time.perf_counter()
             while True:
-                delta = self.backend.call("tasks.delta", {"cursor": self.mirror.cursor, "limit": CHUNK})
+                delta = self.backend.call("tasks.delta", {"cursor": self.mirror.cursor, "limit": CHUNK, "stats": True})
                 changed = self.mirror.apply(delta) or changed
                 if not delta.get("more"):
                     break

@@ -23,6 +23,21 @@ def ms(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds * 1000:.1f}ms"
 
 
+def fmt_busy(seconds: float | None) -> str:
+    """A task's busy time, compact: 0.3ms, 12.5ms, 1.52s, 2m05s."""
+    if seconds is None:
+        return "-"
+    if seconds < 1.0:
+        return f"{seconds * 1000:.1f}ms"
+    if seconds < 60.0:
+        return f"{seconds:.2f}s"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def fmt_count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
 def blocked_banner(loops: list[dict[str, Any]]) -> str:
     """One line per blocked loop and the top of its blocking stack."""
     lines = []
@@ -35,4 +50,4 @@ def blocked_banner(loops: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["blocked_banner", "fmt_age", "fmt_time", "frame_line", "ms", "sparkline"]
+__all__ = ["blocked_banner", "fmt_age", "fmt_busy", "fmt_count", "fmt_time", "frame_line", "ms", "sparkline"]

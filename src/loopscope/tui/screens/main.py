@@ -20,8 +20,8 @@ from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from ...client.errors import ClientError
 from ...query import QueryError
-from ..datasource import GROUP_KEYS, SORT_KEYS, Group, HealthUnavailable, More, Row, RowFilter, TaskView, group_rows
-from ..format import blocked_banner, fmt_age, fmt_time, frame_line, ms, sparkline
+from ..datasource import GROUP_KEYS, NUMERIC_KEYS, SORT_KEYS, Group, HealthUnavailable, More, Row, RowFilter, TaskView, group_rows
+from ..format import blocked_banner, fmt_age, fmt_busy, fmt_count, fmt_time, frame_line, ms, sparkline
 from ..table import Column, VirtualTable
 from .detail import DetailScreen
 
@@ -46,10 +46,12 @@ class Pane(Vertical):
 class TasksPane(Pane):
     COLUMNS = [
         Column("ID", 14, "id"),
-        Column("NAME", 22, "name"),
-        Column("COROUTINE", 24, "coro"),
+        Column("NAME", 20, "name"),
+        Column("COROUTINE", 22, "coro"),
         Column("STATE", 10, "state"),
         Column("AGE", 8, "age", right=True),
+        Column("BUSY", 9, "busy", right=True),
+        Column("SWITCHES", 10, "switches", right=True),
         Column("CREATION SITE", 0, "site"),
     ]
 
@@ -57,6 +59,7 @@ class TasksPane(Pane):
         super().__init__(id="tasks-pane")
         self.view = TaskView()
         self.seen_version = -1
+        self.seen_stats = -1
         self.last_action_ms: float | None = None
         self.matched = 0
 
@@ -64,7 +67,7 @@ class TasksPane(Pane):
         table = VirtualTable(self.COLUMNS, self._cells, self._style, id="tasks")
         table.sort_key = self.view.sort
         yield table
-        yield Input(placeholder="filter: name=GLOB coro=GLOB state=pending site=TEXT age=5s, or a word", id="filter")
+        yield Input(placeholder="filter: name=GLOB coro=GLOB state=pending site=TEXT age=5s busy=10ms, or a word", id="filter")
         yield Static("", id="tasks-status")
 
     def on_mount(self) -> None:
@@ -72,13 +75,16 @@ class TasksPane(Pane):
 
     def _cells(self, item: Any) -> list[str]:
         if isinstance(item, Row):
-            return [item.id, item.name, item.coro, item.state, fmt_age(item.age(self.top.data.now())), item.site or "(created before loopscope)"]
+            return [
+                item.id, item.name, item.coro, item.state, fmt_age(item.age(self.top.data.now())),
+                fmt_busy(item.busy), fmt_count(item.steps), item.site or "(created before loopscope)",
+            ]
         if isinstance(item, Group):
             mark = "▾" if item.key in self.view.expanded else "▸"
             oldest = fmt_age(self.top.data.now() - item.oldest) if item.oldest is not None else "?"
-            return [f"{mark} {item.count} tasks", "", "", "", oldest, f"{self.view.group_by}: {item.key}"]
+            return [f"{mark} {item.count} tasks", "", "", "", oldest, "", "", f"{self.view.group_by}: {item.key}"]
         if isinstance(item, More):
-            return ["", f"… {item.hidden} more: filter to see them", "", "", "", ""]
+            return ["", f"… {item.hidden} more: filter to see them", "", "", "", "", "", ""]
         return [str(item)]
 
     @staticmethod
@@ -94,23 +100,26 @@ class TasksPane(Pane):
         return self.query_one("#tasks", VirtualTable)
 
     def update(self, force: bool = False) -> None:
-        if force or self.top.data.mirror.version != self.seen_version:
+        m = self.top.data.mirror
+        if force or m.version != self.seen_version:
             self.rebuild()
+        elif m.stats_version != self.seen_stats and (self.view.sort.lstrip("-") in NUMERIC_KEYS or self.view.filter.uses_stats):
+            self.rebuild()  # the order (or the filter's result) depends on busy/switches
         else:
-            self.table.refresh()  # ages move on
+            self.table.refresh()  # ages, busy and switches move on in place
 
     @work(thread=True, exclusive=True, group="view")
     def rebuild(self, started: float | None = None) -> None:
         """Sort/filter/group the mirror off the UI thread; ``started`` is
         when the user acted, so the status can say how long it took."""
         data = self.top.data
-        version = data.mirror.version
+        version, stats = data.mirror.version, data.mirror.stats_version
         rows = list(data.mirror.rows.values())
         items, matched = self.view.build(rows, data.now())
-        self.app.call_from_thread(self._show, items, matched, version, started)
+        self.app.call_from_thread(self._show, items, matched, (version, stats), started)
 
-    def _show(self, items: list[Any], matched: int, version: int, started: float | None) -> None:
-        self.seen_version = version
+    def _show(self, items: list[Any], matched: int, versions: tuple[int, int], started: float | None) -> None:
+        self.seen_version, self.seen_stats = versions
         self.matched = matched
         table = self.table
         table.sort_key = self.view.sort.lstrip("-") if not self.view.sort.startswith("-") else self.view.sort
