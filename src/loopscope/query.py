@@ -141,9 +141,9 @@ def sort_key(sort: str | None) -> tuple[Callable[[TaskInfo], float | str], bool]
     inf = float("inf")
     if key in _NUMERIC:
         attr = _NUMERIC[key]
-        if desc:
-            return (lambda t: v if (v := getattr(t, attr)) is not None else inf), False
-        return (lambda t: -v if (v := getattr(t, attr)) is not None else inf), False
+        if desc:  # the default for these: largest first
+            return (lambda t: -v if (v := getattr(t, attr)) is not None else inf), False
+        return (lambda t: v if (v := getattr(t, attr)) is not None else inf), False
     if key in ("age", "created"):
         if desc:
             return (lambda t: -v if (v := getattr(t, key)) is not None else inf), False

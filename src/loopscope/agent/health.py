@@ -133,6 +133,7 @@ def loop_health(agent: Agent, loop: Any, st: Any, top: int = 10) -> dict[str, An
             "p99": percentile(buckets, 0.99, hi) if st.hooked else None,
             "max": hi if steps else None,
             "slow_threshold": m.slow,
+            "slow_count": m.slow_count,
         },
         "tasks": {
             "created": created,

@@ -312,13 +312,15 @@ class Tracker:
         if self.hooks.unregister:
             self.hooks.call_unregister(task)
 
-    def eager_step(self, m: Any, task: Any, t0: float, t1: float, n0: float) -> None:
+    def eager_step(self, m: Any, task: Any, t0: float, t1: float, n0: float) -> bool:
         """Account for the first step an eager task ran in its constructor.
 
         The enclosing step (the creator's) includes this time; ``m.nested``
         lets the step hook subtract it, so each step is counted once.  Eager
         children of this step added their own spans since ``n0``: they are
         not this task's time, and the enclosing step subtracts our whole span.
+        Returns whether the step finished the task (the caller records the
+        end after ``task_register``).
         """
         d = t1 - t0 - (m.nested - n0)
         m.nested = n0 + (t1 - t0)
@@ -334,9 +336,8 @@ class Tracker:
         task._ls_busy = d
         task._ls_longest = d
         task._ls_first = 0.0
-        if task._state != "PENDING":
-            task._ls_ended = True
-            self.record_end(task, t1, m)
+        task._ls_last = t1
+        return task._state != "PENDING"
 
     def history(self) -> list[tuple]:
         """All history entries, oldest first (copies are atomic under the GIL)."""
@@ -498,12 +499,25 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 tracker.note_error(e)
             if m is None:
                 super().__init__(coro, loop=loop, **kwargs)
-                return
-            n0 = m.nested
-            t0 = _monotonic()
-            super().__init__(coro, loop=loop, **kwargs)
+                ended = False
+            else:
+                n0 = m.nested
+                t0 = _monotonic()
+                super().__init__(coro, loop=loop, **kwargs)
+                t1 = _monotonic()
+                try:
+                    ended = tracker.eager_step(m, self, t0, t1, n0)
+                except BaseException as e:  # noqa: BLE001
+                    tracker.note_error(e)
+                    ended = False
+            # task_register comes here, once the task is a valid object (after
+            # its eager first step), and before its end if that step ended it.
             try:
-                tracker.eager_step(m, self, t0, _monotonic(), n0)
+                if tracker.hooks.register:
+                    tracker.hooks.call_register(self)
+                if ended:
+                    self._ls_ended = True
+                    record_end(self, t1, m)
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
 
@@ -686,13 +700,8 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
 
         def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
             if eager is not None:
-                task = eager(loop, coro, **kwargs)
-                try:
-                    bump()
-                    if hooks.register:
-                        hooks.call_register(task)
-                except BaseException as e:  # noqa: BLE001
-                    tracker.note_error(e)
+                task = eager(loop, coro, **kwargs)  # registers itself (see EagerTrackedTask)
+                bump()
                 return task
             task = inner(loop, coro, **kwargs)
             try:

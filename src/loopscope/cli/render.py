@@ -196,6 +196,13 @@ def inspect(t: Json) -> str:
         out.append("  created    before loopscope was installed: no creation record")
     if t.get("site"):
         out.append(f"  site       {t['site']}")
+    if t.get("steps") is not None:
+        from .render_health import fmt_dur
+
+        out.append(
+            f"  steps      {t['steps']}  busy {fmt_dur(t.get('busy'))}  idle {fmt_dur(t.get('idle'))}"
+            f"  longest {fmt_dur(t.get('longest'))}  first step after {fmt_dur(t.get('first_step'))}"
+        )
     w = t.get("waiting_on")
     if w:
         extra = f" (fires in {fmt_age(w['deadline_in'])})" if w.get("deadline_in") is not None else ""

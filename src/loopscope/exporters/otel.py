@@ -66,7 +66,7 @@ def instrument(meter_provider: Any = None) -> list[Any]:
             description="Tasks ended, by outcome",
         ),
         meter.create_observable_up_down_counter("asyncio.tasks.live", [gauge(lambda lp: [(lp["tasks"]["live"], {})])], unit="{task}", description="Tasks created and not yet ended"),
-        meter.create_observable_counter("asyncio.loop.blocking_steps", [gauge(lambda lp: [(len(lp["blocking"]), {})])], unit="{step}", description="Recent steps over the slow threshold"),
+        meter.create_observable_counter("asyncio.loop.blocking_steps", [gauge(lambda lp: [(lp["steps"]["slow_count"], {})])], unit="{step}", description="Steps over the slow-step threshold"),
         meter.create_observable_gauge(
             "asyncio.executor.workers.active",
             [gauge(lambda lp: [(e["active"], {"asyncio.executor": e["name"]}) for e in lp["executors"]])],
