@@ -74,3 +74,18 @@ def test_detail_screen(snap_compare):
         await settle(pilot)
 
     assert snap_compare(app(), terminal_size=SIZE, run_before=before)
+
+
+async def _tab(pilot: Any, key: str) -> None:
+    await settle(pilot)
+    await pilot.press(key)
+    for _ in range(3):
+        await settle(pilot)
+
+
+def test_primitives_screen(snap_compare):
+    assert snap_compare(app(), terminal_size=SIZE, run_before=lambda pilot: _tab(pilot, "5"))
+
+
+def test_deadlocks_screen(snap_compare):
+    assert snap_compare(app(), terminal_size=SIZE, run_before=lambda pilot: _tab(pilot, "8"))

@@ -276,12 +276,12 @@ class Methods:
         With ``stats: true`` rows also carry the step counters (steps,
         busy, longest, first_step), and ``changed`` lists
         ``[id, steps, busy, longest, first_step]`` for held tasks that ran
-        since this cursor last saw them: the step counts are read and
-        compared with the counts last sent (a dict of plain ints per
-        cursor) by ``map`` and one list comparison, in C, so when nothing
-        ran the extra cost is a few milliseconds at 100,000 tasks.  At most ``limit`` changes go per call, taken in
-        rotation, so a program whose 100,000 tasks all run every second
-        costs bounded work per refresh; the rest follow in later calls.
+        since this cursor last saw them: busy times are read and compared
+        with the values last sent (a dict of plain floats per cursor) by
+        ``map`` and one list comparison, in C, not per task in Python.  At
+        most ``limit`` changes go per call, taken in rotation, so a program
+        whose 100,000 tasks all run every second costs bounded work per
+        refresh; the rest follow in later calls.
         """
         cursor = _param(params, "cursor", str)
         limit = _param(params, "limit", int)
@@ -292,17 +292,19 @@ class Methods:
         reset = known is None
         if known is None:
             known = {}
-        # cursor -> ({id(task): steps sent}, rotation); created here so the
-        # rest of the class does not depend on it
-        stats_store: dict[str, tuple[dict[int, int], int]] = self.__dict__.setdefault("_cursor_stats", {})
-        sent_steps, rotation = stats_store.pop(cursor, ({}, 0)) if cursor else ({}, 0)
+        # cursor -> ({id(task): busy time sent}, rotation); created here so
+        # the rest of the class does not depend on it.  Busy, not the step
+        # count, is compared: the step hook writes it after the count, so a
+        # change seen here carries the new count too.
+        stats_store: dict[str, tuple[dict[int, float], int]] = self.__dict__.setdefault("_cursor_stats", {})
+        sent_busy, rotation = stats_store.pop(cursor, ({}, 0)) if cursor else ({}, 0)
         if reset or not with_stats:
-            sent_steps, rotation = {}, 0
-        candidates: list[Any] = []  # held tasks whose step count moved
+            sent_busy, rotation = {}, 0
+        candidates: list[Any] = []  # held tasks that ran since the last call
         if with_stats:
             import operator  # local: this method is the only user
 
-            _steps_of = operator.attrgetter("_ls_steps")
+            _busy_of = operator.attrgetter("_ls_busy")
         groups, loops = self._raw()
         origin_of = self.agent.tracker.origin_of
         seen: dict[int, float] = {}
@@ -330,32 +332,32 @@ class Methods:
             # when nothing ran this costs ~3 passes over the list.
             for _lid, _cur, tasks in groups:
                 try:
-                    now_steps = list(map(_steps_of, tasks))
+                    now_busy = list(map(_busy_of, tasks))
                 except AttributeError:  # a task from another factory: no slots
-                    now_steps = [getattr(t, "_ls_steps", 0) for t in tasks]
-                was = list(map(sent_steps.get, map(id, tasks), itertools.repeat(0)))
-                if now_steps != was:
-                    candidates += [t for t, a, b in zip(tasks, now_steps, was) if a != b and id(t) in known]
+                    now_busy = [getattr(t, "_ls_busy", 0.0) for t in tasks]
+                was = list(map(sent_busy.get, map(id, tasks), itertools.repeat(0.0)))
+                if now_busy != was:
+                    candidates += [t for t, a, b in zip(tasks, now_busy, was) if a != b and id(t) in known]
         if with_stats:
             for tid in removed:
-                sent_steps.pop(int(tid, 16), None)
+                sent_busy.pop(int(tid, 16), None)
             cap = limit if limit is not None else len(candidates)
             if len(candidates) > cap:
                 start = rotation % len(candidates)
                 candidates = (candidates + candidates[:start])[start : start + cap] if start else candidates[:cap]
                 rotation = start + cap
             for t in candidates:
-                n = t._ls_steps
-                sent_steps[id(t)] = n
+                busy = t._ls_busy
+                sent_busy[id(t)] = busy
                 first = t._ls_first
-                changed.append(f'["0x{id(t):x}",{n},{t._ls_busy!r},{t._ls_longest!r},{"null" if first is None else repr(first)}]')
+                changed.append(f'["0x{id(t):x}",{t._ls_steps},{busy!r},{t._ls_longest!r},{"null" if first is None else repr(first)}]')
             candidates = []
         cursor = f"{next(self._cursor_seq):x}"
         self._cursors[cursor] = seen
         while len(self._cursors) > self.MAX_CURSORS:
             self._cursors.pop(next(iter(self._cursors)))
         if with_stats:
-            stats_store[cursor] = (sent_steps, rotation)
+            stats_store[cursor] = (sent_busy, rotation)
         for old in [c for c in stats_store if c not in self._cursors]:
             del stats_store[old]
         rows = RawJSONList()
@@ -369,7 +371,7 @@ class Methods:
                     sites[info.site_id] = info.site or ""
                 row = [info.id, info.name, info.coro, info.state, info.created, info.site_id, info.parent_id, info.parent_name, lid]
                 if with_stats:
-                    sent_steps[id(t)] = info.steps or 0
+                    sent_busy[id(t)] = info.busy or 0.0
                     row += [info.steps, info.busy, info.longest, info.first_step]
                 rows.append(dumps_piecewise(row))
         running = [hex(id(cur)) for _lid, cur, _t in groups if cur is not None]

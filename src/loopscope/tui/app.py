@@ -32,6 +32,7 @@ from .format import blocked_banner, fmt_time
 from .screens.dialogs import HelpScreen
 from .screens.main import HealthPane, HistoryPane, MainScreen, SitesPane, TasksPane
 from .screens.picker import PickerScreen
+from .screens.waits import WaitPane
 
 #: the agent's share of the program's time we aim to stay under
 MAX_SHARE = 0.05
@@ -100,6 +101,8 @@ class TopApp(App[None]):
         if isinstance(self.screen, MainScreen):
             self.screen.query_one(TasksPane).seen_version = -1
             self.screen.query_one(SitesPane).baseline = None
+            for pane in self.screen.query(WaitPane):
+                pane.data, pane.error, pane._next = None, None, 0.0
         else:
             while len(self.screen_stack) > 1:
                 self.pop_screen()
@@ -214,6 +217,8 @@ def export_view(app: TopApp, directory: str) -> str:
         out.update(view="sites", sites=[{"site": g.key, "count": g.count, "growth": g.count - base.get(g.key, 0), "oldest_created": g.oldest} for g in pane.query_one("#sites").items])  # type: ignore[attr-defined]
     elif isinstance(pane, HistoryPane):
         out.update(view="history", tasks=list(pane.query_one("#history").items))  # type: ignore[attr-defined]
+    elif isinstance(pane, WaitPane):
+        out.update(view=pane.METHOD.split(".")[0], data=pane.export())
     elif isinstance(pane, HealthPane):
         try:
             out.update(view="health", health=app.data.health())
@@ -227,7 +232,10 @@ def export_view(app: TopApp, directory: str) -> str:
 
 
 def _row_json(r: Row, now: float) -> dict[str, Any]:
-    return {"id": r.id, "name": r.name, "coro": r.coro, "state": r.state, "created": r.created, "age": r.age(now), "site": r.site, "parent_name": r.parent_name, "loop_id": r.loop_id}
+    return {
+        "id": r.id, "name": r.name, "coro": r.coro, "state": r.state, "created": r.created, "age": r.age(now), "site": r.site,
+        "parent_name": r.parent_name, "loop_id": r.loop_id, "steps": r.steps, "busy": r.busy, "longest": r.longest, "first_step": r.first_step,
+    }
 
 
 def run(target: str | None, interval: float = 1.0) -> int:

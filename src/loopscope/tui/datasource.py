@@ -126,6 +126,13 @@ class DumpBackend:
             if health is None:
                 raise RemoteError(METHOD_NOT_FOUND, "this dump has no health data")
             return health
+        if method in WAIT_METHODS:
+            part = WAIT_METHODS[method][0]
+            data = getattr(self.src.snap, part, None)
+            if data is None:
+                raise RemoteError(METHOD_NOT_FOUND, f"this dump has no {part} (written by a loopscope without them, or with LOOPSCOPE_PRIMITIVES=0)")
+            data = to_json(data)
+            return data if part == "deadlocks" else {part: data}
         if method == "tasks.cancel":
             raise ClientError("a dump file is a snapshot: its tasks cannot be cancelled")
         raise RemoteError(METHOD_NOT_FOUND, f"method not found: {method!r}")
@@ -371,6 +378,20 @@ class HealthUnavailable(Exception):
     """The agent (or dump) has no ``health`` method or data."""
 
 
+class Unavailable(HealthUnavailable):
+    """The agent (or dump) has no such method or data (an older agent, or
+    primitive tracking off): the screen says so instead of failing."""
+
+
+#: the "what waits for what" calls: method -> (dump part / answer key, label)
+WAIT_METHODS = {
+    "primitives.list": ("primitives", "primitives"),
+    "graph.deadlocks": ("deadlocks", "deadlock detection"),
+    "groups.list": ("groups", "task groups"),
+    "asyncgens.list": ("asyncgens", "async generators"),
+}
+
+
 class TopData:
     """What one ``top`` session knows: thread-safe enough for one poller
     thread plus one-off calls (detail, cancel) from other workers."""
@@ -436,6 +457,19 @@ class TopData:
         except RemoteError as e:
             if e.code == METHOD_NOT_FOUND:
                 raise HealthUnavailable("health data not available from this agent") from None
+            raise
+
+    def waits(self, method: str) -> Any:
+        """One of WAIT_METHODS: the answer (a dict; ``graph.deadlocks``'s
+        report as is).  Raises Unavailable when the agent or dump lacks it."""
+        try:
+            return self.backend.call(method, {})
+        except RemoteError as e:
+            if e.code == METHOD_NOT_FOUND:
+                what = WAIT_METHODS[method][1]
+                src = "this dump" if self.backend.kind == "dump" else "this agent"
+                detail = f": {e}" if self.backend.kind == "dump" else " (its loopscope is older than primitives and deadlock detection)"
+                raise Unavailable(f"{what} not available from {src}{detail}") from None
             raise
 
     def close(self) -> None:

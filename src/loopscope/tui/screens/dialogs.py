@@ -12,10 +12,13 @@ HELP = """\
 loopscope top — keys
 
   1 2 3 4      Tasks, Sites, History, Health
+  5 6 7 8      Primitives (holders, waiters), Groups (tree), Async generators,
+               Deadlocks (cycles in the wait-for graph, then heuristics)
   ↑ ↓ PgUp PgDn Home End   move;  mouse: click a row, double-click opens it
   Enter        open the task (or expand / collapse a group)
-  s  r         next sort column / reverse it  (click a header to sort by it)
-  /            filter: name=GLOB coro=GLOB state=pending site=TEXT age=5s,
+  s  r         next sort column / reverse it  (click a header to sort by it);
+               busy and switches sort the busiest first
+  /            filter: name=GLOB coro=GLOB state=pending site=TEXT age=5s busy=10ms,
                or a bare word (substring of name, coroutine or site)
   g            group by: none → site → name → coro → state
   p            pause / resume (freeze what you see)

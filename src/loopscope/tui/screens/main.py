@@ -24,6 +24,7 @@ from ..datasource import GROUP_KEYS, NUMERIC_KEYS, SORT_KEYS, Group, HealthUnava
 from ..format import blocked_banner, fmt_age, fmt_busy, fmt_count, fmt_time, frame_line, ms, sparkline
 from ..table import Column, VirtualTable
 from .detail import DetailScreen
+from .waits import AsyncGensPane, DeadlocksPane, GroupsPane, PrimitivesPane, WaitPane
 
 if TYPE_CHECKING:
     from ..app import TopApp
@@ -305,35 +306,54 @@ class HealthPane(Pane):
         self.app.call_from_thread(self.query_one("#health-body", Static).update, text)
 
 
+def _pct(v: float | None) -> str:
+    return "?" if v is None else f"{v * 100:.0f}%"
+
+
+def _num(v: float | None) -> str:
+    return "?" if v is None else f"{v:,.0f}"
+
+
 def render_health(health: dict[str, Any], width: int = 60) -> str:
-    """The Health tab as text: per loop, numbers, sparklines, blocking steps."""
+    """The Health tab as text: per loop, numbers, sparklines, blocking steps.
+
+    Fields may be null (a loop without the step hook, e.g. uvloop, has no
+    step counts; utilisation is unknown before the first 1 s point)."""
     out: list[str] = []
+    dl = health.get("deadlocks")
+    if dl and dl.get("count"):
+        out.append(f"DEADLOCK: {dl['count']} cycle(s) in the wait-for graph (tab 8 shows them):")
+        out.extend(f"    {c.get('summary')}" + (f", for {fmt_age(c.get('for'))}" if c.get("for") is not None else "") for c in dl.get("cycles") or [])
+        out.append("")
     for lp in health.get("loops") or []:
         lag, steps, tasks = lp.get("lag") or {}, lp.get("steps") or {}, lp.get("tasks") or {}
-        exact = "" if lp.get("exact", True) else " (sampled)"
+        exact = "" if lp.get("exact", True) else " (no step hook: lag and utilisation sampled, no step counts)"
         out.append(f"loop {lp.get('loop_id')}  thread {lp.get('thread')}  {lp.get('kind')}{exact}")
         blocked = lp.get("blocked")
         if blocked:
             who = (blocked.get("task") or {}).get("name") or "no task"
             out.append(f"  LOOP BLOCKED for {fmt_age(blocked.get('duration'))} in {who}:")
-            out.extend(f"      at {frame_line(f)}" for f in (blocked.get("stack") or [])[:6])
+            out.extend(f"      at {frame_line(f)}" + (f"   {f['source'].strip()}" if f.get("source") else "") for f in (blocked.get("stack") or [])[:8])
         out.append(
             f"  lag last {ms(lag.get('last'))}  avg {ms(lag.get('avg'))}  max {ms(lag.get('max'))}   "
-            f"utilisation {lp.get('utilisation', 0) * 100:.0f}%"
+            f"utilisation {_pct(lp.get('utilisation'))}"
         )
         out.append(
-            f"  steps {steps.get('count', 0):,}  p50 {ms(steps.get('p50'))}  p95 {ms(steps.get('p95'))}  "
+            f"  steps {_num(steps.get('count'))}  p50 {ms(steps.get('p50'))}  p95 {ms(steps.get('p95'))}  "
             f"p99 {ms(steps.get('p99'))}  max {ms(steps.get('max'))}"
         )
         out.append(
-            f"  tasks live {tasks.get('live', 0):,}  created {tasks.get('created', 0):,}  finished {tasks.get('finished', 0):,}  "
-            f"failed {tasks.get('failed', 0):,}  cancelled {tasks.get('cancelled', 0):,}"
+            f"  tasks live {_num(tasks.get('live'))}  created {_num(tasks.get('created'))}  finished {_num(tasks.get('finished'))}  "
+            f"failed {_num(tasks.get('failed'))}  cancelled {_num(tasks.get('cancelled'))}"
         )
         series = lp.get("series") or {}
-        for key, label, fmt in (("lag", "lag", ms), ("utilisation", "util", lambda v: f"{(v or 0) * 100:.0f}%"), ("p99", "step p99", ms), ("live", "live tasks", lambda v: f"{v or 0:,.0f}")):
+        span = len(series.get("t") or series.get("lag") or [])
+        out.append(f"  last {min(span, width)} s, one bar per second (each line scaled to its own max):")
+        for key, label, fmt in (("lag", "lag", ms), ("utilisation", "util", _pct), ("p99", "step p99", ms), ("live", "live tasks", _num)):
             vals = series.get(key) or []
             last = fmt(vals[-1]) if vals else "-"
-            out.append(f"  {label:<10} {sparkline(vals, width):<{width}} {last}")
+            top = fmt(max((v for v in vals[-width:] if v is not None), default=None)) if vals else "-"
+            out.append(f"  {label:<10} {sparkline(vals, width):<{width}} {last} (max {top})")
         for ex in lp.get("executors") or []:
             out.append(f"  executor {ex.get('name')}: {ex.get('active')}/{ex.get('max_workers')} busy, {ex.get('queued')} queued")
         if lp.get("top_busy"):
@@ -343,7 +363,7 @@ def render_health(health: dict[str, Any], width: int = 60) -> str:
         if lp.get("blocking"):
             out.append("  recent blocking steps:")
             for b in lp["blocking"][:10]:
-                who = (b.get("task") or {}).get("name") or "no task"
+                who = (b.get("task") or {}).get("name") or (b.get("task") or {}).get("coro") or "no task"
                 out.append(f"    {fmt_time(b.get('at'))}  {ms(b.get('duration'))}  in {who}")
                 out.extend(f"        at {frame_line(f)}" for f in (b.get("stack") or [])[:4])
         out.append("")
@@ -356,6 +376,10 @@ class MainScreen(Screen[None]):
         Binding("2", "tab('tab-sites')", "Sites"),
         Binding("3", "tab('tab-history')", "History"),
         Binding("4", "tab('tab-health')", "Health"),
+        Binding("5", "tab('tab-primitives')", "Primitives", show=False),
+        Binding("6", "tab('tab-groups')", "Groups", show=False),
+        Binding("7", "tab('tab-asyncgens')", "Async gens", show=False),
+        Binding("8", "tab('tab-deadlocks')", "Deadlocks", show=False),
         Binding("s", "sort", "Sort"),
         Binding("r", "reverse", "Reverse", show=False),
         Binding("slash", "filter", "Filter"),
@@ -374,7 +398,9 @@ class MainScreen(Screen[None]):
     MainScreen #banner { background: $error; color: $text; padding: 0 1; display: none; }
     MainScreen #banner.shown { display: block; }
     MainScreen #status { background: $panel; padding: 0 1; height: 1; }
-    MainScreen #tasks-status, MainScreen #sites-status, MainScreen #history-status { background: $panel; padding: 0 1; }
+    MainScreen #tasks-status, MainScreen #sites-status, MainScreen #history-status, MainScreen .pane-status { background: $panel; padding: 0 1; }
+    MainScreen WaitPane { height: 1fr; }
+    MainScreen #deadlocks-scroll { padding: 0 1; }
     MainScreen VirtualTable { height: 1fr; }
     """
 
@@ -390,6 +416,14 @@ class MainScreen(Screen[None]):
                 yield HistoryPane()
             with TabPane("Health", id="tab-health"):
                 yield HealthPane()
+            with TabPane("Primitives", id="tab-primitives"):
+                yield PrimitivesPane()
+            with TabPane("Groups", id="tab-groups"):
+                yield GroupsPane()
+            with TabPane("Async gens", id="tab-asyncgens"):
+                yield AsyncGensPane()
+            with TabPane("Deadlocks", id="tab-deadlocks"):
+                yield DeadlocksPane()
         yield Static("", id="status")
         yield Footer()
 
@@ -397,16 +431,24 @@ class MainScreen(Screen[None]):
         self.query_one("#tasks", VirtualTable).focus()
         self.app._show_state()  # type: ignore[attr-defined]
 
+    PANES = {
+        "tab-sites": "#sites-pane", "tab-history": "#history-pane", "tab-health": "#health-pane",
+        "tab-primitives": "#primitives-pane", "tab-groups": "#groups-pane", "tab-asyncgens": "#asyncgens-pane", "tab-deadlocks": "#deadlocks-pane",
+    }
+
     @property
-    def active_pane(self) -> Pane:
+    def active_pane(self) -> Any:
+        """The visible tab's pane (a ``Pane`` or a ``WaitPane``)."""
         tabs = self.query_one(TabbedContent)
         # ``active`` is empty until the tabs are mounted: Tasks is the default
-        pane_id = {"tab-sites": "#sites-pane", "tab-history": "#history-pane", "tab-health": "#health-pane"}.get(tabs.active, "#tasks-pane")
-        return self.query_one(pane_id, Pane)
+        return self.query_one(self.PANES.get(tabs.active, "#tasks-pane"))
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         pane = self.active_pane
-        pane.update()
+        if isinstance(pane, WaitPane):
+            pane.update(force=True)  # fresh data when the tab is opened
+        else:
+            pane.update()
         tables = pane.query(VirtualTable)
         if tables:
             tables.first().focus()
