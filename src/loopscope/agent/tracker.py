@@ -588,6 +588,13 @@ def _code_skipped(code: CodeType) -> bool:
 _code_skip: dict[int, tuple[CodeType, bool]] = {}
 
 
+def _first_user_frame(f: FrameType | None) -> FrameType | None:
+    """``f`` or the first of its callers that is not asyncio's or ours."""
+    while f is not None and _code_skipped(f.f_code):
+        f = f.f_back
+    return f
+
+
 def factory_depth(loop: Any) -> int:
     """How many frames above the factory the caller of ``create_task`` is.
 
@@ -626,6 +633,7 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
         # classified by code identity.  See BENCHMARKS.md before changing it.
         max_chain = tracker.config.max_chain
         skip_get = _code_skip.get
+        create_task_code = asyncio.tasks.create_task.__code__
         base = tracker.task_class
 
         def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
@@ -642,15 +650,13 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
                 task._ls_longest = 0.0
                 task._ls_first = None
                 f = _getframe(depth)
-                while f is not None:
-                    c = f.f_code
-                    e = skip_get(id(c))
-                    if e is not None and e[0] is c:
-                        if not e[1]:
-                            break
-                    elif not _code_skipped(c):
-                        break
+                c = f.f_code
+                if c is create_task_code:  # asyncio.create_task: the user is next
                     f = f.f_back
+                    c = f.f_code
+                e = skip_get(id(c))
+                if e is None or e[0] is not c or e[1]:
+                    f = _first_user_frame(f)
                 frames = (f.f_code, f.f_lasti) if f is not None else ()
                 parent = _current_task(loop)
                 if parent is None:
