@@ -119,35 +119,33 @@ class _ValueSlot:
         self.pt = pt
         self.wake_code = locks.Semaphore._wake_up_next.__code__
 
-    def __set__(self, obj: Any, value: Any) -> None:
+    def __set__(self, obj: Any, value: Any, _cur: Any = _current_task, _mono: Any = _monotonic) -> None:
         d = obj.__dict__
         old = d.get("_value")
         d["_value"] = value
         if old is None or old == value:
             return
         try:
+            # holders by task id: a release finds its own entry in O(1)
             holders = d.get("_ls_holders")
-            if holders is None:
-                holders = d["_ls_holders"] = []
             if value < old:
                 caller = _getframe(1)
                 if caller.f_code is self.wake_code:
                     task = _task_of_future(caller.f_locals["fut"])
                 else:
-                    task = _current_task()
-                if task is not None and len(holders) < MAX_HOLDERS:
-                    holders.append((_ref(task), _monotonic(), id(task)))
+                    task = _cur()
+                if task is not None:
+                    if holders is None:
+                        holders = d["_ls_holders"] = {}
+                    if len(holders) < MAX_HOLDERS:
+                        holders[id(task)] = (_ref(task), _mono(), id(task))
             elif holders:
                 try:
-                    me = _current_task()
+                    me = _cur()
                 except RuntimeError:
                     me = None
-                for i, h in enumerate(holders):
-                    if h[0]() is me:
-                        del holders[i]
-                        break
-                else:
-                    del holders[0]
+                if holders.pop(id(me), None) is None:
+                    holders.pop(next(iter(holders)))
         except Exception as e:  # noqa: BLE001
             self.pt.note_error(e)
 
@@ -290,7 +288,7 @@ def holders_of(obj: Any) -> tuple[list[tuple[Any, float | None]], bool]:
             return [], False
         return [(h[0](), h[1], h[2])], True
     if isinstance(obj, locks.Semaphore):
-        hs = list(d.get("_ls_holders") or ())
+        hs = list((d.get("_ls_holders") or {}).values())
         out = [(r(), s, i) for r, s, i in hs]
         value = d.get("_value", 0)
         bound = d.get("_bound_value")
