@@ -23,6 +23,7 @@ from typing import Any
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 
 from .. import __version__
 from ..client.errors import ClientError
@@ -150,7 +151,11 @@ class TopApp(App[None]):
         self._next_poll = time.monotonic() + wait
         self._show_state()
         if error is None and isinstance(self.screen, MainScreen) and self.screen.query(TasksPane):
-            self.screen.active_pane.update()
+            try:
+                pane = self.screen.active_pane
+            except NoMatches:  # the screen is being torn down (quit) under us
+                return
+            pane.update()
 
     def _show_state(self) -> None:
         screen = self.screen

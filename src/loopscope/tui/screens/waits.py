@@ -79,6 +79,8 @@ class WaitPane(Vertical):
         return self.app  # type: ignore[return-value]
 
     def update(self, force: bool = False) -> None:
+        if getattr(self.top, "paused", False) and self.data is not None:
+            return  # paused: keep showing what was frozen
         if force or time.monotonic() >= self._next:
             self._next = time.monotonic() + 3600  # until this fetch ends
             self.fetch()
