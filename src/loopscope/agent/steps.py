@@ -123,15 +123,18 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
     original = _original_run
     hooks = tracker.hooks
     fine_limit = FINE_LIMIT
+    note_error = tracker.note_error
 
     def step_end(m: Any, task: Any, tt: type, t1: float) -> None:
         """Record the end of one of our tasks, right after its last step."""
         if tt is cls and task._ls_cancel is None and task._state == _FINISHED and task._exception is None:
             # the common end, inlined: a clean finish
             m.done += 1
-            # flat: one tuple per finished task (see Tracker.record_end)
+            # flat: one tuple per finished task (see Tracker.record_end); the
+            # coroutine's name, not the coroutine: a ring of finished
+            # coroutines would keep their memory from being reused
             done_ring.append(
-                (id(task), task.get_name(), task.get_coro(), task._ls_origin, None, "done", t1, None,
+                (id(task), task.get_name(), getattr(task.get_coro(), "__qualname__", "?"), task._ls_origin, None, "done", t1, None,
                  task._ls_steps, task._ls_busy, task._ls_longest, task._ls_first)
             )
             if hooks.unregister:
@@ -171,36 +174,41 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
             except BaseException as exc:
                 _report(self, exc)
             t1 = clock()
-            d = t1 - t0
-            m.busy += d
-            if m.nested:
-                # an eager task ran its first step inside this one (timed there)
-                d -= m.nested
-                m.nested = 0.0
-            if d < fine_limit:
-                m.fine[int(d * 1e6)] += 1
-            else:
-                m.counts[bisect(bounds, d)] += 1
-                if d > m.step_max:
-                    m.step_max = d
-                if d > m.slow:
-                    m.long_step(self, t0, d)
-            tp = type(cb)
-            if tp is step_type or tp is wakeup_type:
-                task = cb.__self__
-                tt = type(task)
-                if tt is cls or tt is eager_cls:
-                    # step_done, inlined: a Python call per step is measurable
-                    n = task._ls_steps
-                    if n == 0:
-                        task._ls_first = t0 - task._ls_origin[4]
-                    task._ls_steps = n + 1
-                    task._ls_last = t1
-                    task._ls_busy += d
-                    if d > task._ls_longest:
-                        task._ls_longest = d
-                    if task._state != _PENDING:
-                        step_end(m, task, tt, t1)
+            # try costs nothing when nothing raises (3.11+); nothing of ours
+            # may ever raise into the loop
+            try:
+                d = t1 - t0
+                m.busy += d
+                if m.nested:
+                    # an eager task ran its first step inside this one (timed there)
+                    d -= m.nested
+                    m.nested = 0.0
+                if d < fine_limit:
+                    m.fine[int(d * 1e6)] += 1
+                else:
+                    m.counts[bisect(bounds, d)] += 1
+                    if d > m.step_max:
+                        m.step_max = d
+                    if d > m.slow:
+                        m.long_step(self, t0, d)
+                tp = type(cb)
+                if tp is step_type or tp is wakeup_type:
+                    task = cb.__self__
+                    tt = type(task)
+                    if tt is cls or tt is eager_cls:
+                        # step_done, inlined: a Python call per step is measurable
+                        n = task._ls_steps
+                        if n == 0:
+                            task._ls_first = t0 - task._ls_origin[4]
+                        task._ls_steps = n + 1
+                        task._ls_last = t1
+                        task._ls_busy += d
+                        if d > task._ls_longest:
+                            task._ls_longest = d
+                        if task._state != _PENDING:
+                            step_end(m, task, tt, t1)
+            except Exception as e:  # noqa: BLE001 - Ctrl-C still goes through
+                note_error(e)
             self = None  # noqa: F841 - asyncio does this to break cycles
 
         return _run
@@ -238,21 +246,24 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
         except BaseException as exc:
             _report(self, exc)
         t1 = clock()
-        d = t1 - t0
-        m.busy += d
-        if m.nested:
-            d -= m.nested
-            m.nested = 0.0
-        if d < fine_limit:
-            m.fine[int(d * 1e6)] += 1
-        else:
-            m.counts[bisect(bounds, d)] += 1
-            if d > m.step_max:
-                m.step_max = d
-            if d > m.slow:
-                m.long_step(self, t0, d)
-        if task is not None:
-            step_done(m, task, type(task), t0, t1, d)
+        try:
+            d = t1 - t0
+            m.busy += d
+            if m.nested:
+                d -= m.nested
+                m.nested = 0.0
+            if d < fine_limit:
+                m.fine[int(d * 1e6)] += 1
+            else:
+                m.counts[bisect(bounds, d)] += 1
+                if d > m.step_max:
+                    m.step_max = d
+                if d > m.slow:
+                    m.long_step(self, t0, d)
+            if task is not None:
+                step_done(m, task, type(task), t0, t1, d)
+        except Exception as e:  # noqa: BLE001
+            note_error(e)
         self = None  # noqa: F841
 
     return _run_hooked
