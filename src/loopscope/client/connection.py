@@ -35,9 +35,15 @@ class Connection:
     def __init__(self, path: str, pid: int | None = None, timeout: float = 10.0) -> None:
         self.path = path
         self.pid = pid
+        self.timeout = timeout
         self._next = 1
+        self._broken = False
+        self._connect()
+
+    def _connect(self) -> None:
+        path, pid = self.path, self.pid
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
+        self._sock.settimeout(self.timeout)
         try:
             self._sock.connect(path)
         except FileNotFoundError:
@@ -54,6 +60,17 @@ class Connection:
             self._sock.close()
             raise ClientError(f"cannot connect to {path}: {e.strerror or e}") from None
         self._reader = self._sock.makefile("rb")
+        self._broken = False
+
+    def _break(self) -> None:
+        """After a timeout the rest of the late answer would still arrive on
+        this socket and be read as the answer to the next request: drop the
+        connection; the next call opens a fresh one."""
+        self._broken = True
+        try:
+            self.close()
+        except OSError:
+            pass
 
     def close(self) -> None:
         try:
@@ -68,13 +85,16 @@ class Connection:
         self.close()
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        if self._broken:
+            self._connect()
         req_id = self._next
         self._next += 1
         try:
             self._sock.sendall(request(req_id, method, params))
             line = self._reader.readline()
         except socket.timeout:
-            raise ClientError(f"the agent did not answer {method} within {self._sock.gettimeout():.0f} s") from None
+            self._break()
+            raise ClientError(f"the agent did not answer {method} within {self.timeout:.0f} s") from None
         except OSError as e:
             if e.errno in (errno.EPIPE, errno.ECONNRESET):
                 line = b""
@@ -87,7 +107,11 @@ class Connection:
         try:
             msg = json.loads(line)
         except ValueError:
+            self._break()
             raise ClientError("the agent sent a malformed answer") from None
+        if isinstance(msg, dict) and msg.get("id") not in (req_id, None):
+            self._break()
+            raise ClientError(f"the agent answered request {msg.get('id')!r}, not {req_id}: connection reset")
         if "error" in msg:
             err = msg["error"] or {}
             raise RemoteError(err.get("code", 0), str(err.get("message", "unknown error")), err.get("data"))
