@@ -33,11 +33,15 @@ class _AsyncioView(types.ModuleType):
 
     def __init__(self, real: types.ModuleType, task_class: type) -> None:
         super().__init__(real.__name__)
+        # A copy of asyncio's namespace, so that every other ``asyncio.X``
+        # the library reads is a plain dict hit, not a Python __getattr__
+        # call per access on aiohttp's request path.
+        self.__dict__.update({k: v for k, v in vars(real).items() if not (k.startswith("__") and k.endswith("__"))})
         self.__dict__["_real"] = real
         self.__dict__["Task"] = task_class
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_real"], name)
+        return getattr(self.__dict__["_real"], name)  # names asyncio gained later
 
 
 def patch_module(module: types.ModuleType, task_class: type) -> bool:
