@@ -181,7 +181,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
                 m.busy += d
                 if m.nested:
                     # an eager task ran its first step inside this one (timed there)
-                    d -= m.nested
+                    d = max(0.0, d - m.nested)
                     m.nested = 0.0
                 if d < fine_limit:
                     m.fine[int(d * 1e6)] += 1
@@ -250,7 +250,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
             d = t1 - t0
             m.busy += d
             if m.nested:
-                d -= m.nested
+                d = max(0.0, d - m.nested)
                 m.nested = 0.0
             if d < fine_limit:
                 m.fine[int(d * 1e6)] += 1
