@@ -51,6 +51,9 @@ def test_top_in_tmux_on_the_demo_service(ls):
         assert shown == sorted(shown) and len(shown) > 10
 
         keys("/")
+        # type only once the filter input is on screen: keys sent before it
+        # is mounted go to the table and the first letters are lost
+        until(lambda s: "▔▔▔▔▔▔▔▔▔▔" in s, "the filter input")
         keys("-l", "batch0-shard")
         keys("Enter")
         text = until(lambda s: "filter 'batch0-shard'" in s, "the filter")
