@@ -27,7 +27,7 @@ def test_blocked_loop_is_reported(ls):
         assert funcs[:2] == ["block_the_loop", "blocker"], funcs
         top = loop["blocked_stack"][0]
         assert (top["filename"], top["lineno"]) == (str(scenario_path(S)), marker_line(S, "block"))
-        assert top["source"] == "time.sleep(0.01)  # LINE:block"
+        assert top["source"] == "time.sleep(0.05)  # LINE:block"
 
         # a direct query answers fast although the loop runs nothing
         with prog.connect() as conn:
@@ -44,7 +44,7 @@ def test_blocked_loop_is_reported(ls):
         print(f"[blocked] loopscope ps (incl. interpreter start) took {res.seconds * 1000:.0f} ms")
         banner = res.err.splitlines()
         assert "is BLOCKED for" in banner[0] and f"(thread {prog.pid})" in banner[0]
-        assert banner[1].strip() == f"block_the_loop {where(S, 'block')}    time.sleep(0.01)  # LINE:block"
+        assert banner[1].strip() == f"block_the_loop {where(S, 'block')}    time.sleep(0.05)  # LINE:block"
         assert f"blocker {where(S, 'call-block')}" in banner[2]
         assert "blocker" in res.out and "sleeper-2" in res.out
         assert prog.alive()
