@@ -152,10 +152,9 @@ class TopApp(App[None]):
         self._show_state()
         if error is None and isinstance(self.screen, MainScreen) and self.screen.query(TasksPane):
             try:
-                pane = self.screen.active_pane
+                self.screen.active_pane.update()
             except NoMatches:  # the screen is being torn down (quit) under us
                 return
-            pane.update()
 
     def _show_state(self) -> None:
         screen = self.screen

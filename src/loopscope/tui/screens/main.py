@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.style import Style
+from textual.css.query import NoMatches
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -120,9 +121,12 @@ class TasksPane(Pane):
         self.app.call_from_thread(self._show, items, matched, (version, stats), started)
 
     def _show(self, items: list[Any], matched: int, versions: tuple[int, int], started: float | None) -> None:
+        try:
+            table = self.table
+        except NoMatches:  # the app is quitting: the pane is gone
+            return
         self.seen_version, self.seen_stats = versions
         self.matched = matched
-        table = self.table
         table.sort_key = self.view.sort.lstrip("-") if not self.view.sort.startswith("-") else self.view.sort
         table.set_items(items, keep=lambda it: it.id if isinstance(it, Row) else ("g", getattr(it, "key", None)))
         if started is not None:
@@ -273,10 +277,16 @@ class HistoryPane(Pane):
         try:
             page = self.top.data.history("all", 500)
         except ClientError as e:
-            self.app.call_from_thread(self.query_one("#history-status", Static).update, f"history unavailable: {e}")
+            try:
+                self.app.call_from_thread(self.query_one("#history-status", Static).update, f"history unavailable: {e}")
+            except NoMatches:  # the app is quitting: the widget is gone
+                return
             return
         tasks = [t for t in page.get("tasks") or [] if (t.get("outcome") or {}).get("state") != "done"]
-        self.app.call_from_thread(self.query_one("#history", VirtualTable).set_items, tasks, lambda t: t["id"])
+        try:
+            self.app.call_from_thread(self.query_one("#history", VirtualTable).set_items, tasks, lambda t: t["id"])
+        except NoMatches:  # the app is quitting: the widget is gone
+            return
 
     def on_virtual_table_selected(self, event: VirtualTable.Selected) -> None:
         self.app.push_screen(DetailScreen(event.item["id"], event.item["name"]))
@@ -303,7 +313,10 @@ class HealthPane(Pane):
             text = str(e)
         except ClientError as e:
             text = f"health unavailable: {e}"
-        self.app.call_from_thread(self.query_one("#health-body", Static).update, text)
+        try:
+            self.app.call_from_thread(self.query_one("#health-body", Static).update, text)
+        except NoMatches:  # the app is quitting: the widget is gone
+            return
 
 
 def _pct(v: float | None) -> str:
