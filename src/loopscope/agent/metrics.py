@@ -24,6 +24,7 @@ import collections
 import threading
 import time
 import weakref
+from bisect import bisect_right
 from typing import Any
 
 #: Ten bounds per decade: 1, 1.25, 1.6, 2, 2.5, 3.2, 4, 5, 6.3, 8 (× 10^k).
@@ -187,6 +188,19 @@ class LoopMetrics:
         self.exact = exact
         self.series = Series(max(1, series))
         self.started = time.monotonic()
+
+    def add_step(self, what: Any, t0: float, d: float) -> None:
+        """File one step of ``d`` seconds in the histogram.  The step hook's
+        plain variant inlines these same lines (a call per step is measurable
+        there); the hook-calling variant and eager first steps use this."""
+        if d < FINE_LIMIT:
+            self.fine[int(d * 1e6)] += 1
+        else:
+            self.counts[bisect_right(BOUNDS, d)] += 1
+            if d > self.step_max:
+                self.step_max = d
+            if d > self.slow:
+                self.long_step(what, t0, d)
 
     def long_step(self, what: Any, t0: float, d: float) -> None:
         """Record a step longer than ``slow`` (on the loop thread, after it).

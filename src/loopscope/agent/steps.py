@@ -252,14 +252,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
             if m.nested:
                 d = max(0.0, d - m.nested)
                 m.nested = 0.0
-            if d < fine_limit:
-                m.fine[int(d * 1e6)] += 1
-            else:
-                m.counts[bisect(bounds, d)] += 1
-                if d > m.step_max:
-                    m.step_max = d
-                if d > m.slow:
-                    m.long_step(self, t0, d)
+            m.add_step(self, t0, d)
             if task is not None:
                 step_done(m, task, type(task), t0, t1, d)
         except Exception as e:  # noqa: BLE001

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from bisect import bisect_right as _bisect
 import itertools
 import os
 import sys
@@ -44,8 +43,6 @@ from typing import Any
 
 from .config import Config
 from .hooks import HOOKS
-from .metrics import BOUNDS as _BOUNDS
-from .metrics import FINE_LIMIT as _FINE_LIMIT
 
 _Task = asyncio.Task
 _task_del = _Task.__del__
@@ -324,14 +321,7 @@ class Tracker:
         """
         d = t1 - t0 - (m.nested - n0)
         m.nested = n0 + (t1 - t0)
-        if d < _FINE_LIMIT:
-            m.fine[int(d * 1e6)] += 1
-        else:
-            m.counts[_bisect(_BOUNDS, d)] += 1
-            if d > m.step_max:
-                m.step_max = d
-            if d > m.slow:
-                m.long_step(task, t0, d)
+        m.add_step(task, t0, d)
         task._ls_steps = 1
         task._ls_busy = d
         task._ls_longest = d
