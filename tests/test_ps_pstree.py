@@ -83,6 +83,9 @@ def test_ps_long_columns(ls, nested):
         head, tail = site.split("…")
         assert full.startswith(head) and full.endswith(tail) and head.startswith("runner /"), site
         assert tail.endswith(f"nested.py:{where(S, 'create-foo1.0').rsplit(':', 1)[1]}"), site
+    # -w never clips: the whole site, even from a deep checkout
+    wide = parse_table(ls.ok("ps", nested.pid, "-l", "-w", "--filter", "name=foo1.0").out)
+    assert [r["creation site"] for r in wide] == [full]
 
 
 def test_ps_reverse_sort_as_separate_argument(ls, nested):

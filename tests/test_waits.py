@@ -65,7 +65,7 @@ def test_ps_and_inspect_say_who_holds_the_lock(ls):
     line = [ln for ln in out.splitlines() if ln.startswith("  waiting on ")][0]
     assert line.startswith(f"  waiting on Lock (created at {where(DL, 'lock-c')}) held by task 'leaker' (finished without releasing it) for "), line
     assert line.endswith(" s"), line
-    rows = parse_table(ls.ok("ps", prog.pid, "-l", "--filter", "name=left").out)
+    rows = parse_table(ls.ok("ps", prog.pid, "-l", "-w", "--filter", "name=left").out)
     assert rows and rows[0]["waiting on"].startswith(f"Lock (created at {where(DL, 'lock-b')}) held by task 'right' for "), rows
 
 

@@ -50,7 +50,7 @@ def cmd_ps(args: argparse.Namespace, src: AgentSource | DumpSource) -> int:
         _print_json(page)
         return 0
     _banner(src, page.get("loops"))
-    print(render.ps(page, _tids(page.get("loops") or []), long=args.long))
+    print(render.ps(page, _tids(page.get("loops") or []), long=args.long, wide=args.wide))
     if page["matched"] > len(page["tasks"]) or page["matched"] < page["total"]:
         print(f"({len(page['tasks'])} shown, {page['matched']} matched, {page['total']} live tasks)", file=sys.stderr)
     return 0
@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ps", help="tasks: own coroutine stack and awaiter chain")
     _add_target(p)
     _add_list_opts(p)
-    p.add_argument("-l", "--long", action="store_true", help="add state, age and creation site columns")
+    p.add_argument("-l", "--long", action="store_true", help="add state, age, creation site and waiting-on columns")
+    p.add_argument("-w", "--wide", action="store_true", help="never clip a column (long stacks and paths are cut in the middle otherwise)")
     p.set_defaults(func=cmd_ps, needs_target=True)
 
     p = sub.add_parser("pstree", help="tasks as a tree of who awaits whom")

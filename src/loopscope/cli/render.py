@@ -89,7 +89,7 @@ def loop_banner(loops: list[Json]) -> list[str]:
     return out
 
 
-def ps(page: Json, tid_of: dict[str, Any], long: bool = False) -> str:
+def ps(page: Json, tid_of: dict[str, Any], long: bool = False, wide: bool = False) -> str:
     headers = ["tid", "task id", "task name", "coroutine stack", "awaiter chain", "awaiter name", "awaiter id"]
     if long:
         headers[3:3] = ["state", "age", "creation site"]
@@ -114,7 +114,7 @@ def ps(page: Json, tid_of: dict[str, Any], long: bool = False) -> str:
         for r in rows:
             r.append(waits.get(r[1], ""))
         widths[len(headers) - 1] = 100
-    return table(headers, rows, widths)
+    return table(headers, rows, None if wide else widths)
 
 
 def find_cycles(tasks: dict[str, Json]) -> list[list[str]]:
