@@ -4,12 +4,19 @@ machine move by 20 % between identical runs; instruction counts do not).
 
 Usage::
 
-    python benchmarks/instructions.py [--workload spawn|pingpong] [--n 20000] VARIANT...
+    python benchmarks/instructions.py [--workload spawn|pingpong|aiohttp] [--n 20000] VARIANT...
 
-VARIANT is ``plain`` or ``loopscope`` followed by optional switches joined
-with ``_``: ``nometrics`` (no step hook), ``nofactory`` (our task factory
-removed after install: the step hook alone), ``norun`` (asyncio's own
-``Handle._run`` restored: the factory alone).  Each variant runs twice under
+VARIANT is ``plain``, ``floor`` or ``loopscope``, the last followed by
+optional switches joined with ``_``: ``nometrics`` (no step hook),
+``nofactory`` (our task factory removed after install: the step hook alone),
+``norun`` (asyncio's own ``Handle._run`` restored: the factory alone),
+``noprims`` (no primitive tracking).  ``floor`` is plain asyncio with the
+least a per-step timer can do (two clock reads and one histogram increment
+per callback): no exact step metrics can cost less than that.
+
+The ``aiohttp`` workload is a real aiohttp server answering keep-alive
+requests from 8 raw clients in the same process (the unit is one request,
+client side included).  Each variant runs twice under
 ``valgrind --tool=cachegrind --cache-sim=no`` (with 0 and with N units);
 the difference divided by N is printed.  Needs valgrind.
 """
@@ -53,14 +60,77 @@ async def _pingpong(n: int) -> None:
     await asyncio.gather(asyncio.create_task(pinger()), asyncio.create_task(ponger()))
 
 
+async def _aiohttp(n: int) -> None:
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(0)
+        return web.json_response({"path": request.path, "items": list(range(20))})
+
+    async def client(port: int, count: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(count):
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+            await reader.readexactly(length)
+        writer.close()
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    clients = 8
+    await asyncio.gather(*[client(port, 50) for _ in range(clients)])  # warm-up, in every count
+    await asyncio.gather(*[client(port, n // clients) for _ in range(clients)])
+    await runner.cleanup()
+
+
+def _install_floor() -> None:
+    """The cheapest exact step timer: what any per-step metric costs at least."""
+    import time
+
+    clock = time.monotonic
+    fine = [0] * 1000
+    coarse = [0]
+
+    def _run(self: asyncio.events.Handle) -> None:
+        t0 = clock()
+        try:
+            self._context.run(self._callback, *self._args)  # type: ignore[attr-defined]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - reported like asyncio does
+            self._loop.call_exception_handler({"message": "Exception in callback", "exception": exc, "handle": self})  # type: ignore[attr-defined]
+        d = clock() - t0
+        if d < 0.001:
+            fine[int(d * 1e6)] += 1
+        else:
+            coarse[0] += 1
+        self = None  # type: ignore[assignment]  # noqa: F841
+
+    asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+
+
+WORKLOADS = {"spawn": _spawn, "pingpong": _pingpong, "aiohttp": _aiohttp}
+
+
 def child(variant: str, workload: str, n: int) -> None:
     parts = variant.split("_")
+    if parts[0] == "floor":
+        _install_floor()
     if parts[0] == "loopscope":
         import loopscope
 
         # no watchdog/heartbeat wakeups: under valgrind the program runs ~50x
         # slower, and their share would be inflated accordingly
-        loopscope.install(server=False, dump_signal="", watchdog=1000.0, heartbeat=1000.0, metrics="nometrics" not in parts)
+        loopscope.install(
+            server=False, dump_signal="", watchdog=1000.0, heartbeat=1000.0,
+            metrics="nometrics" not in parts, primitives="noprims" not in parts,
+        )
 
     async def main() -> None:
         if "nofactory" in parts:
@@ -69,7 +139,7 @@ def child(variant: str, workload: str, n: int) -> None:
             from loopscope.agent import steps
 
             asyncio.events.Handle._run = steps._original_run  # type: ignore[method-assign]
-        await (_spawn(n) if workload == "spawn" else _pingpong(n))
+        await WORKLOADS[workload](n)
 
     asyncio.run(main())
 
@@ -92,7 +162,7 @@ def main() -> int:
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workload", choices=("spawn", "pingpong"), default="spawn")
+    ap.add_argument("--workload", choices=list(WORKLOADS), default="spawn")
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
