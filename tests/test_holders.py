@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import linecache
+import sys
 import traceback
 from asyncio import locks
 from collections.abc import Iterator
@@ -148,6 +149,24 @@ def test_semaphore_holders_are_bounded(agent):
         hs, _known = P.holders_of(sem)
         assert len(hs) == P.MAX_HOLDERS
         assert all(t is None or t.done() for t, _s, _i in hs)
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
+def test_an_eager_task_holds_what_it_took_in_its_first_step(agent):
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        lock, sem = asyncio.Lock(), asyncio.Semaphore(1)
+
+        async def grab() -> None:
+            await lock.acquire()
+            await sem.acquire()
+            await asyncio.sleep(0.01)
+
+        t = asyncio.create_task(grab())  # runs up to its sleep inside create_task
+        assert holder(lock) == ([t], True) and holder(sem)[0] == [t]
+        await t
 
     asyncio.run(main())
 

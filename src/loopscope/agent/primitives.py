@@ -146,7 +146,9 @@ else:
     # 3.11's _get_running_loop() calls getpid(): the loop the object is
     # bound to (asyncio binds it at its first wait) is asked first; the
     # running loop when it is unbound, or has no task stepping (an object
-    # used from another loop)
+    # used from another loop later).  An object shared by loops of two
+    # threads at once, which asyncio does not support, could be credited
+    # to the other thread's task.
     _CURRENT = f"({_G}._task_of_loop({{self}}._loop or {_G}._running_loop()) or {_G}._task_of_loop({_G}._running_loop()))"
 
 # Lock.acquire, before each ``return True``: (task, since, task id)
