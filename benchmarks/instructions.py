@@ -4,7 +4,7 @@ machine move by 20 % between identical runs; instruction counts do not).
 
 Usage::
 
-    python benchmarks/instructions.py [--workload spawn|pingpong|aiohttp] [--n 20000] VARIANT...
+    python benchmarks/instructions.py [--workload spawn|pingpong|aiohttp|locks] [--n 20000] VARIANT...
 
 VARIANT is ``plain``, ``floor`` or ``loopscope``, the last followed by
 optional switches joined with ``_``: ``nometrics`` (no step hook),
@@ -16,7 +16,9 @@ per callback): no exact step metrics can cost less than that.
 
 The ``aiohttp`` workload is a real aiohttp server answering keep-alive
 requests from 8 raw clients in the same process (the unit is one request,
-client side included).  Each variant runs twice under
+client side included).  The ``locks`` workload is ``benchmarks/locks.py``'s;
+its unit is one worker round (N is rounded down to whole rounds of all its
+workers).  Each variant runs twice under
 ``valgrind --tool=cachegrind --cache-sim=no`` (with 0 and with N units);
 the difference divided by N is printed.  Needs valgrind.
 """
@@ -128,7 +130,7 @@ def child(variant: str, workload: str, n: int) -> None:
         # no watchdog/heartbeat wakeups: under valgrind the program runs ~50x
         # slower, and their share would be inflated accordingly
         loopscope.install(
-            server=False, dump_signal="", watchdog=1000.0, heartbeat=1000.0,
+            server=False, dump_signal="", watchdog=1000.0, heartbeat=1000.0, slow_step=1000.0,
             metrics="nometrics" not in parts, primitives="noprims" not in parts,
         )
 
@@ -139,13 +141,20 @@ def child(variant: str, workload: str, n: int) -> None:
             from loopscope.agent import steps
 
             asyncio.events.Handle._run = steps._original_run  # type: ignore[method-assign]
-        await WORKLOADS[workload](n)
+        if workload == "locks":
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import locks
+
+            locks.ROUNDS = n // locks.WORKERS
+            await locks.workload()
+        else:
+            await WORKLOADS[workload](n)
 
     asyncio.run(main())
 
 
 def count(variant: str, workload: str, n: int) -> int:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "0"}
     out = subprocess.run(
         ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
          sys.executable, __file__, "--child", variant, workload, str(n)],
@@ -162,16 +171,22 @@ def main() -> int:
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workload", choices=list(WORKLOADS), default="spawn")
+    ap.add_argument("--workload", choices=[*WORKLOADS, "locks"], default="spawn")
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
+    n = args.n
+    if args.workload == "locks":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from locks import WORKERS
+
+        n -= n % WORKERS
     base = None
     for v in args.variants:
-        per = (count(v, args.workload, args.n) - count(v, args.workload, 0)) / args.n
+        per = (count(v, args.workload, n) - count(v, args.workload, 0)) / n
         base = base or per
         print(f"{args.workload:8s} {v:24s} {per:10,.0f} instructions per unit  {per / base:.2f}x")
     return 0

@@ -1,0 +1,311 @@
+"""Holders of Locks and Semaphores, recorded by asyncio's own acquire/release
+(recompiled with a few statements, agent/primitives.py), in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import linecache
+import sys
+import traceback
+from asyncio import locks
+from collections.abc import Iterator
+
+import pytest
+
+import loopscope
+from loopscope.agent import primitives as P
+
+ORIGINAL = {(cls, name): cls.__dict__[name].__code__ for cls in (locks.Lock, locks.Semaphore) for name in ("acquire", "release")}
+
+
+@pytest.fixture
+def agent() -> Iterator[object]:
+    with loopscope.installed(server=False, dump_signal="") as ag:
+        yield ag
+
+
+def holder(obj: object) -> tuple[list[object], bool]:
+    """The holding tasks (None for one that is gone) and whether that is all."""
+    hs, known = P.holders_of(obj)
+    return [h[0] for h in hs], known
+
+
+def test_methods_keep_their_identity_and_get_their_code_back(agent):
+    assert agent.primitive_tracker.holders_via == {"Lock": "code", "Semaphore": "code"}
+    for (cls, name), code in ORIGINAL.items():
+        func = cls.__dict__[name]
+        assert func.__code__ is not code
+        new = func.__code__
+        assert (new.co_qualname, new.co_filename, new.co_firstlineno) == (code.co_qualname, code.co_filename, code.co_firstlineno)
+    loopscope.uninstall()
+    for (cls, name), code in ORIGINAL.items():
+        assert cls.__dict__[name].__code__ is code
+
+
+def test_lock_holder_on_the_fast_and_the_slow_path(agent):
+    async def main() -> None:
+        lock = asyncio.Lock()
+        seen: dict[str, object] = {}
+
+        async def first() -> None:
+            async with lock:
+                seen["first"] = holder(lock)
+                await asyncio.sleep(0.01)
+
+        async def second() -> None:
+            await asyncio.sleep(0)
+            async with lock:  # waits: acquired when woken
+                seen["second"] = holder(lock)
+                seen["since"] = P.holders_of(lock)[0][0][1]
+
+        a = asyncio.create_task(first())
+        b = asyncio.create_task(second())
+        await asyncio.sleep(0.005)
+        waiting_since_before = P._monotonic()  # b has been waiting for a while
+        await asyncio.gather(a, b)
+        assert seen["first"] == ([a], True)
+        assert seen["second"] == ([b], True)
+        assert seen["since"] > waiting_since_before  # since it got the lock, not since it asked
+        assert holder(lock) == ([], True) and lock._ls_holder is None
+
+    asyncio.run(main())
+
+
+def test_condition_made_before_the_agent_records_its_holder():
+    """A Condition binds its lock's acquire when it is made: the function
+    object must stay the same for a Condition made earlier to be seen."""
+    cond = asyncio.Condition()
+    with loopscope.installed(server=False, dump_signal=""):
+
+        async def main() -> None:
+            async with cond:
+                assert holder(cond) == ([asyncio.current_task()], True)
+            assert holder(cond) == ([], True)
+
+        asyncio.run(main())
+
+
+def test_semaphore_woken_waiter_owns_its_permit_before_it_runs(agent):
+    async def main() -> None:
+        sem = asyncio.BoundedSemaphore(1)
+        order: list[str] = []
+        go = asyncio.Event()
+
+        async def waiter() -> None:
+            async with sem:
+                order.append("waiter")
+                await go.wait()
+
+        await sem.acquire()
+        me = asyncio.current_task()
+        assert holder(sem) == ([me], True)
+        w = asyncio.create_task(waiter())
+        await asyncio.sleep(0)  # the waiter is queued
+        sem.release()
+        # the permit went to the waiter's future; the waiter has not run yet
+        assert sem._value == 0 and order == []
+        assert holder(sem) == ([], True)
+        await asyncio.sleep(0)
+        assert order == ["waiter"] and holder(sem) == ([w], True)
+        go.set()
+        await w
+        assert holder(sem) == ([], True)
+
+    asyncio.run(main())
+
+
+def test_semaphore_released_by_another_task_drops_the_oldest_holder(agent):
+    async def main() -> None:
+        sem = asyncio.Semaphore(2)
+        got = asyncio.Event()
+
+        async def take() -> None:
+            await sem.acquire()
+            got.set()
+            await asyncio.sleep(1)
+
+        t = asyncio.create_task(take())
+        await got.wait()
+        await sem.acquire()
+        me = asyncio.current_task()
+        assert set(holder(sem)[0]) == {t, me}
+        sem.release()  # mine
+        assert holder(sem)[0] == [t]
+        sem.release()  # not t's own release: t's entry goes all the same
+        assert holder(sem)[0] == []
+        t.cancel()
+
+    asyncio.run(main())
+
+
+def test_semaphore_holders_are_bounded(agent):
+    async def main() -> None:
+        sem = asyncio.Semaphore(1000)
+
+        async def keep() -> None:
+            await sem.acquire()  # never released
+
+        await asyncio.gather(*(asyncio.create_task(keep()) for _ in range(P.MAX_HOLDERS + 10)))
+        hs, _known = P.holders_of(sem)
+        assert len(hs) == P.MAX_HOLDERS
+        assert all(t is None or t.done() for t, _s, _i in hs)
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
+def test_an_eager_task_holds_what_it_took_in_its_first_step(agent):
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        lock, sem = asyncio.Lock(), asyncio.Semaphore(1)
+
+        async def grab() -> None:
+            await lock.acquire()
+            await sem.acquire()
+            await asyncio.sleep(0.01)
+
+        t = asyncio.create_task(grab())  # runs up to its sleep inside create_task
+        assert holder(lock) == ([t], True) and holder(sem)[0] == [t]
+        await t
+
+    asyncio.run(main())
+
+
+def test_outside_a_task_nothing_raises_and_nothing_is_counted(agent):
+    before = agent.tracker.errors
+    lock = asyncio.Lock()
+    coro = lock.acquire()
+    with pytest.raises(StopIteration):
+        coro.send(None)  # acquired outside any loop
+    assert lock.locked() and holder(lock) == ([], False)
+    lock.release()
+    sem = asyncio.Semaphore(1)
+
+    async def take() -> None:
+        await sem.acquire()
+
+    asyncio.run(take())
+    assert len(holder(sem)[0]) == 1
+    sem.release()  # from synchronous code, no loop
+    assert holder(sem)[0] == [] and sem._value == 1
+    assert agent.tracker.errors == before, agent.tracker.last_error
+
+
+def test_an_error_while_recording_is_counted_not_raised(agent, monkeypatch):
+    def broken(obj: object) -> None:
+        raise ValueError("no weak references today")
+
+    monkeypatch.setattr(P, "_ref", broken)
+    before = agent.tracker.errors
+
+    async def main() -> None:
+        lock, sem = asyncio.Lock(), asyncio.Semaphore(1)
+        async with lock, sem:
+            assert holder(lock) == ([], False)
+
+    asyncio.run(main())
+    assert agent.tracker.errors >= before + 2
+    assert "no weak references today" in (agent.tracker.last_error or "")
+
+
+def test_a_task_waiting_in_acquire_across_uninstall_carries_on():
+    async def main() -> list[str]:
+        lock = asyncio.Lock()
+        done: list[str] = []
+
+        async def waiter() -> None:
+            async with lock:
+                done.append("waiter")
+
+        with loopscope.installed(server=False, dump_signal=""):
+            await lock.acquire()
+            w = asyncio.create_task(waiter())
+            await asyncio.sleep(0)  # suspended inside the recompiled acquire
+        assert locks.Lock.acquire.__code__ is ORIGINAL[(locks.Lock, "acquire")]
+        lock.release()
+        await w
+        return done
+
+    assert asyncio.run(main()) == ["waiter"]
+
+
+def test_tracebacks_through_acquire_show_asyncios_lines(agent):
+    async def main() -> traceback.StackSummary:
+        lock = asyncio.Lock()
+        await lock.acquire()
+        t = asyncio.create_task(lock.acquire())
+        await asyncio.sleep(0)
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError as e:
+            return traceback.extract_tb(e.__traceback__)
+        raise AssertionError("not cancelled")
+
+    frames = [f for f in asyncio.run(main()) if f.filename == locks.__file__]
+    assert frames and frames[-1].name == "acquire" and frames[-1].line == "await fut"
+
+
+def test_without_asyncios_source_descriptors_record_holders(monkeypatch):
+    real = linecache.getlines
+    monkeypatch.setattr(linecache, "getlines", lambda filename, *a: [] if filename == locks.__file__ else real(filename, *a))
+    with loopscope.installed(server=False, dump_signal="") as ag:
+        assert ag.primitive_tracker.holders_via == {"Lock": "descriptor", "Semaphore": "descriptor"}
+        assert locks.Lock.acquire.__code__ is ORIGINAL[(locks.Lock, "acquire")]
+
+        async def main() -> None:
+            lock, sem = asyncio.Lock(), asyncio.BoundedSemaphore(1)
+            async with lock, sem:
+                me = asyncio.current_task()
+                assert holder(lock) == ([me], True) and holder(sem) == ([me], True)
+
+                async def other() -> None:
+                    async with lock:
+                        assert holder(lock)[0] == [asyncio.current_task()]
+
+                t = asyncio.create_task(other())
+                await asyncio.sleep(0)
+            await t
+            assert holder(lock) == ([], True) and holder(sem) == ([], True)
+
+        asyncio.run(main())
+    assert "_locked" not in locks.Lock.__dict__ and "_value" not in locks.Semaphore.__dict__
+
+
+class Gate:
+    """Stands in for an asyncio class: its source is at hand, like asyncio's."""
+
+    _open = False
+
+    async def acquire(self) -> bool:
+        if self._open:
+            return True
+        await asyncio.sleep(0)
+        return True
+
+    async def peek(self) -> bool:
+        if self._open:
+            return False
+        return True
+
+
+def test_statements_go_only_where_every_return_is_an_acquisition():
+    where = lambda self_name: P._at_return_true  # noqa: E731
+    code = P.rewritten(Gate.acquire, "{self}._seen = True", where)
+    assert code is not None and code.co_qualname == "Gate.acquire"
+    assert "_seen" in code.co_names and "_seen" not in Gate.acquire.__code__.co_names
+    assert P.rewritten(Gate.peek, "{self}._seen = True", where) is None  # a return False: refused
+
+
+def test_a_method_that_is_not_its_source_is_left_alone():
+    """As if the file had changed since it was imported (or the method
+    were someone else's patch): compiled again, it would not be the same."""
+
+    async def acquire(self: object) -> bool:
+        return True
+
+    code = Gate.acquire.__code__
+    acquire.__code__ = code.replace(co_names=tuple("_closed" if n == "_open" else n for n in code.co_names))
+    where = lambda self_name: P._at_return_true  # noqa: E731
+    assert P.rewritten(acquire, "{self}._seen = True", where) is None
+    assert P.rewritten(Gate.acquire, "{self}._seen = True", where) is not None
