@@ -1,0 +1,131 @@
+"""What one ``tasks.delta`` call costs at 100,000 tasks: ``top``'s refresh.
+
+Usage::
+
+    python benchmarks/delta_cost.py [--tasks N] [--calls K] [--churn F]
+
+Starts a program with ``--tasks`` tasks under the agent (a child process,
+``loopscope run``), then drives it from here exactly as ``top`` does
+(``TopData.refresh``: ``tasks.delta`` with ``stats: true``, 20,000 new
+rows per call) and prints milliseconds per call, measured by the client
+around each call (``TopData.last_call_s``, the number ``top``'s poller backs
+off from: it waits at least 20x that between calls):
+
+* **first load** — every chunk of the first refresh, together;
+* **steady, nothing changes** — all tasks idle, calls 0.2 s apart;
+* **steady, churn** — a second program where ``--churn`` of the tasks
+  (default 1 %) end and are replaced every second, one call a second.
+
+The monitored loop is otherwise idle, so a call's time is the agent's work
+plus one socket round trip.  Medians of ``--calls`` calls; the machine's
+noise shows in min/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from loopscope.tui.datasource import AgentBackend, TopData  # noqa: E402
+
+PROGRAM = r"""
+import asyncio, gc, random, sys
+N, CHURN = int(sys.argv[1]), float(sys.argv[2])
+LIFETIME = 10.0  # seconds a churning task lives: N * CHURN * LIFETIME of them
+
+async def idle(ev):
+    await ev.wait()
+
+async def short(delay):
+    await asyncio.sleep(delay)
+
+async def churn(per_second):
+    # one batch every 0.1 s: per_second tasks start (and as many end) per second
+    batch = max(1, round(per_second / 10))
+    while True:
+        await asyncio.sleep(0.1)
+        for _ in range(batch):
+            asyncio.create_task(short(LIFETIME))
+
+async def main():
+    ev = asyncio.Event()
+    per_second = N * CHURN
+    churning = int(per_second * LIFETIME)
+    tasks = [asyncio.create_task(idle(ev)) for _ in range(N - churning)]
+    tasks += [asyncio.create_task(short(random.uniform(0, LIFETIME))) for _ in range(churning)]
+    if per_second:
+        asyncio.create_task(churn(per_second))
+    await asyncio.sleep(0)
+    gc.collect()
+    print("READY", flush=True)
+    await ev.wait()
+
+asyncio.run(main())
+"""
+
+
+def start(tasks: int, churn: float, sockdir: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "LOOPSCOPE_SOCKET_DIR": sockdir, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopscope", "run", "--", sys.executable, "-c", PROGRAM, str(tasks), str(churn)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "READY":
+        proc.kill()
+        raise SystemExit(f"the program did not start: {line!r}")
+    return proc
+
+
+def measure(tasks: int, churn: float, calls: int, pause: float, sockdir: str) -> tuple[float, list[float], int]:
+    """(first load ms, steady ms per call, rows held at the end)."""
+    proc = start(tasks, churn, sockdir)
+    try:
+        data = TopData(AgentBackend(os.path.join(sockdir, f"{proc.pid}.sock"), proc.pid, timeout=120))
+        data.refresh()
+        first = data.last_call_s * 1000
+        steady = []
+        for _ in range(calls):
+            time.sleep(pause)
+            data.refresh()
+            steady.append(data.last_call_s * 1000)
+        held = len(data.mirror.rows)
+        data.close()
+        return first, steady, held
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def line(label: str, xs: list[float]) -> str:
+    return f"{label:28} median {statistics.median(xs):8.1f} ms   min {min(xs):8.1f}   max {max(xs):8.1f}   ({len(xs)} calls)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", type=int, default=100_000)
+    ap.add_argument("--calls", type=int, default=15)
+    ap.add_argument("--churn", type=float, default=0.01, help="share of the tasks replaced per second (0 skips that part)")
+    args = ap.parse_args()
+    sockdir = os.path.join(tempfile.mkdtemp(prefix="lsdelta", dir="/tmp"), "s")
+    print(f"Python {sys.version.split()[0]}, {args.tasks:,} tasks, loopscope from {ROOT / 'src'}", flush=True)
+    first, steady, held = measure(args.tasks, 0.0, args.calls, 0.2, sockdir)
+    print(f"{'first load':28} {first:8.1f} ms  ({held:,} rows)", flush=True)
+    print(line("steady, nothing changes", steady), flush=True)
+    if args.churn:
+        _first, churned, held = measure(args.tasks, args.churn, args.calls, 1.0, sockdir)
+        print(line(f"steady, {args.churn:.0%} churn per s", churned) + f"  ({held:,} rows)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
