@@ -16,9 +16,12 @@ off from: it waits at least 20x that between calls):
 * **steady, churn** — a second program where ``--churn`` of the tasks
   (default 1 %) end and are replaced every second, one call a second.
 
-The monitored loop is otherwise idle, so a call's time is the agent's work
-plus one socket round trip.  Medians of ``--calls`` calls; the machine's
-noise shows in min/max.
+Each line also gives the agent's CPU per call: the monitored process's
+CPU time (``/proc``) over the calls, minus its CPU over as long a window
+without calls (the program's own work, the agent's watchdog), divided by
+the number of calls.  On a shared machine the round trip includes waiting
+for a core; the CPU time does not.  Medians of ``--calls`` calls; the
+machine's noise shows in min/max.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from loopscope.tui.datasource import AgentBackend, TopData  # noqa: E402
+from loopscope.tui.datasource import CHUNK, AgentBackend, TopData  # noqa: E402
 
 PROGRAM = r"""
 import asyncio, gc, random, sys
@@ -61,7 +64,8 @@ async def main():
     per_second = N * CHURN
     churning = int(per_second * LIFETIME)
     tasks = [asyncio.create_task(idle(ev)) for _ in range(N - churning)]
-    tasks += [asyncio.create_task(short(random.uniform(0, LIFETIME))) for _ in range(churning)]
+    for _ in range(churning):  # not kept: freed when they end, as are the later ones
+        asyncio.create_task(short(random.uniform(0, LIFETIME)))
     if per_second:
         asyncio.create_task(churn(per_second))
     await asyncio.sleep(0)
@@ -87,28 +91,40 @@ def start(tasks: int, churn: float, sockdir: str) -> subprocess.Popen[str]:
     return proc
 
 
-def measure(tasks: int, churn: float, calls: int, pause: float, sockdir: str) -> tuple[float, list[float], int]:
-    """(first load ms, steady ms per call, rows held at the end)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the whole process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(tasks: int, churn: float, calls: int, pause: float, sockdir: str) -> tuple[float, list[float], float, int]:
+    """(first load ms, steady ms per call, agent CPU ms per call, rows held at the end)."""
     proc = start(tasks, churn, sockdir)
     try:
         data = TopData(AgentBackend(os.path.join(sockdir, f"{proc.pid}.sock"), proc.pid, timeout=120))
         data.refresh()
         first = data.last_call_s * 1000
+        c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(pause * calls)
+        background = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
         steady = []
+        c0, t0 = cpu_seconds(proc.pid), time.monotonic()
         for _ in range(calls):
             time.sleep(pause)
             data.refresh()
             steady.append(data.last_call_s * 1000)
+        agent_cpu = (cpu_seconds(proc.pid) - c0 - background * (time.monotonic() - t0)) / calls * 1000
         held = len(data.mirror.rows)
         data.close()
-        return first, steady, held
+        return first, steady, agent_cpu, held
     finally:
         proc.kill()
         proc.wait()
 
 
-def line(label: str, xs: list[float]) -> str:
-    return f"{label:28} median {statistics.median(xs):8.1f} ms   min {min(xs):8.1f}   max {max(xs):8.1f}   ({len(xs)} calls)"
+def line(label: str, xs: list[float], cpu: float) -> str:
+    return f"{label:26} median {statistics.median(xs):7.1f} ms  (min {min(xs):6.1f}, max {max(xs):6.1f}; {len(xs)} calls)  agent CPU {cpu:6.1f} ms/call"
 
 
 def main() -> None:
@@ -119,12 +135,12 @@ def main() -> None:
     args = ap.parse_args()
     sockdir = os.path.join(tempfile.mkdtemp(prefix="lsdelta", dir="/tmp"), "s")
     print(f"Python {sys.version.split()[0]}, {args.tasks:,} tasks, loopscope from {ROOT / 'src'}", flush=True)
-    first, steady, held = measure(args.tasks, 0.0, args.calls, 0.2, sockdir)
-    print(f"{'first load':28} {first:8.1f} ms  ({held:,} rows)", flush=True)
-    print(line("steady, nothing changes", steady), flush=True)
+    first, steady, cpu, held = measure(args.tasks, 0.0, args.calls, 0.2, sockdir)
+    print(f"{'first load':26} {first:7.1f} ms  ({held:,} rows, {-(-held // CHUNK)} calls)", flush=True)
+    print(line("steady, nothing changes", steady, cpu), flush=True)
     if args.churn:
-        _first, churned, held = measure(args.tasks, args.churn, args.calls, 1.0, sockdir)
-        print(line(f"steady, {args.churn:.0%} churn per s", churned) + f"  ({held:,} rows)", flush=True)
+        _first, churned, cpu, held = measure(args.tasks, args.churn, args.calls, 1.0, sockdir)
+        print(line(f"steady, {args.churn:.0%} churn per s", churned, cpu), flush=True)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,11 @@ steady state no Python code runs per task:
   ``done()``: a step that ends the task after the read rewrites it again
   and is seen next call.  Tasks whose steps nobody times (uvloop, metrics
   off, tasks loopscope did not create) are asked ``done()`` every call,
-  also in C.  Blind spot: a last step timed at exactly 0.0 s leaves the
-  busy time equal, so a finished task the program still references would
-  stay listed until it is freed (3.11–3.13) or the counts differ (3.14+);
-  with a nanosecond clock that takes a rounding accident.
+  also in C.  A last step that left the busy time equal (timed at 0.0 s,
+  or the hook's bookkeeping failed) would hide an end: each call also asks
+  ``done()`` of one slice of CHUNK timed tasks, in rotation, so such a
+  finished task, if the program still references it, is listed for at
+  most len/CHUNK more calls (a freed one leaves at the next call).
 
 Every pass over the tasks runs over slices of ``CHUNK``: one C call over
 100,000 tasks holds the GIL for tens of milliseconds and stalls the loop as
@@ -203,7 +204,7 @@ class Held:
     eighth of the places are vacant.  Positions stay valid until then.
     """
 
-    __slots__ = ("refs", "ids", "busy", "plain_refs", "plain_ids", "vacant")
+    __slots__ = ("refs", "ids", "busy", "plain_refs", "plain_ids", "vacant", "sweep")
 
     def __init__(self) -> None:
         self.refs: list[Any] = []
@@ -212,6 +213,7 @@ class Held:
         self.plain_refs: list[Any] = []
         self.plain_ids: list[int] = []
         self.vacant = 0
+        self.sweep = 0  # where the next slice asked done() starts
 
     def __len__(self) -> int:
         return len(self.refs) + len(self.plain_refs) - self.vacant
@@ -246,6 +248,15 @@ class Held:
                 pos += compress(count(lo), moved)
                 values += compress(now, moved)
         return pos, values
+
+    def swept(self) -> list[int]:
+        """Positions of ended tasks in the next slice of timed tasks, in
+        rotation: an end the busy times hid is found within len/CHUNK calls."""
+        n = len(self.refs)
+        lo = self.sweep if self.sweep < n else 0
+        hi = min(n, lo + CHUNK)
+        self.sweep = hi
+        return list(compress(range(lo, hi), _ended_refs(self.refs[lo:hi])))
 
     def drop(self, pos: list[int], plain_pos: list[int]) -> tuple[list[int], list[Any]]:
         """Vacate these places; the ids and references that were there."""
@@ -335,6 +346,9 @@ class _Pass:
         self.held = held
         self.ran, self.values = held.ran()  # read before done(): see the module docstring
         self.ended = _ended_at(held.refs, self.ran)
+        swept = held.swept()
+        if swept:
+            self.ended = sorted(set(self.ended).union(swept))
         self.plain_ended = list(compress(count(), _chunked(_ended_refs, held.plain_refs)))
 
     def ended_refs(self) -> list[Any]:
@@ -403,9 +417,9 @@ def _rewatch(cur: Cursor, states: list[tuple[Any, Any]], out: Changes) -> None:
 
 
 def _weakset_news(cur: Cursor, ws: Any) -> set[Any]:
-    """3.11–3.13: the references not looked at yet, and the freed ones
-    forgotten.  (A held task that was freed needs nothing here: its dead
-    reference reads as a moved busy time or as ended in the passes.)
+    """3.11–3.13: the references not looked at yet; freed tasks set aside
+    are forgotten.  (A freed held task needs nothing here: its dead
+    reference reads as a moved busy time, or as ended, in the passes.)
 
     The copy of the WeakSet's set is one C call, atomic under the GIL (a
     loop thread adding a task meanwhile cannot break it).  3.12/3.13's
@@ -417,11 +431,11 @@ def _weakset_news(cur: Cursor, ws: Any) -> set[Any]:
     if eager:
         snap.update(map(weakref.ref, list(eager)))
     fresh = snap - cur.members
-    if fresh or len(snap) != len(cur.members):  # else the two sets are equal
-        gone = cur.members - snap
-        cur.members -= gone
-        cur.finished -= gone
-        cur.foreign -= gone
+    if len(snap) - len(fresh) != len(cur.members):  # some were freed
+        for aside in (cur.finished, cur.foreign):
+            gone = aside - snap
+            aside -= gone
+            cur.members -= gone
     return fresh
 
 
