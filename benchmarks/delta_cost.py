@@ -108,6 +108,7 @@ def measure(tasks: int, churn: float, calls: int, pause: float, sockdir: str) ->
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(pause * calls)
         background = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+        data.refresh()  # catch up with what changed during that window
         steady = []
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
         for _ in range(calls):

@@ -15,6 +15,7 @@ import json
 import random
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -356,6 +357,44 @@ def test_changed_covers_every_task_that_ran_within_the_limit(agent: Any) -> None
     run(agent, body)
 
 
+def test_rows_say_what_light_records_say(agent: Any) -> None:
+    """``Introspector.row`` (a delta row, built without a record) and
+    ``light`` (the record ``tasks.list`` uses) agree, column for column."""
+
+    async def body(methods: Any) -> None:
+        intro = agent.introspector
+        loop = asyncio.get_running_loop()
+        ev = asyncio.Event()
+
+        async def parent() -> asyncio.Task[None]:
+            child = asyncio.create_task(idle(ev), name="child")
+            await asyncio.sleep(0)
+            return child
+
+        p = asyncio.create_task(parent(), name="parent")
+        child = await p
+        untracked = asyncio.Task(idle(ev), loop=loop, name="untracked")
+        cancelled = asyncio.create_task(idle(ev), name="cancelled")
+        fresh = asyncio.create_task(idle(ev), name="not started")
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        me = asyncio.current_task()
+        for t in (child, untracked, cancelled, me, p, fresh):
+            info = intro.light(t, "L", me, time.monotonic())
+            site = info.site
+            columns = [info.id, info.name, info.coro, info.state, info.created, info.site_id, info.parent_id, info.parent_name, "L"]
+            for stats in (False, True):
+                expect = columns + ([info.steps, info.busy, info.longest, info.first_step] if stats else [])
+                row, got_site = intro.row(t, "L", me, stats)
+                assert row == expect, t.get_name()
+                assert (got_site.label() if got_site is not None else None) == site
+        assert {r.state for r in [intro.light(t, "L", me, 0.0) for t in (child, cancelled, me)]} == {"pending", "cancelled", "running"}
+        ev.set()
+
+    run(agent, body)
+
+
 def test_switching_stats_resets_the_cursor(agent: Any) -> None:
     async def body(methods: Any) -> None:
         ev = asyncio.Event()
@@ -373,19 +412,23 @@ def test_switching_stats_resets_the_cursor(agent: Any) -> None:
     run(agent, body)
 
 
+@pytest.mark.parametrize("limit", [None, 7], ids=["no-limit", "limit"])
+@pytest.mark.parametrize("chunk", [mirror.CHUNK, 8], ids=["chunk", "tiny-chunk"])
 @pytest.mark.parametrize("stats", [True, False], ids=["stats", "no-stats"])
-def test_random_churn_matches_asyncio(agent: Any, stats: bool) -> None:
+def test_random_churn_matches_asyncio(agent: Any, stats: bool, chunk: int, limit: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tasks created (through the factory or not), ended, cancelled, kept
     after their end, freed, over many rounds and with a small limit: after
     each round the mirror holds exactly the live tasks, with current step
-    counters."""
+    counters.  With a tiny CHUNK the same rounds cross slice boundaries,
+    rotate the done() sweep, re-sort and compact the held lists."""
+    monkeypatch.setattr(mirror, "CHUNK", chunk)
     rnd = random.Random(7)
 
     async def body(methods: Any) -> None:
         loop = asyncio.get_running_loop()
         live: list[tuple[asyncio.Task[Any], asyncio.Event]] = []
         kept: list[asyncio.Task[Any]] = []
-        client = Client(methods, stats=stats, limit=rnd.choice([None, 7, 30]))
+        client = Client(methods, stats=stats, limit=limit)
         n = 0
         for _round in range(60):
             for _ in range(rnd.randrange(0, 25)):

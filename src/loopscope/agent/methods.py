@@ -333,16 +333,12 @@ class Methods:
         """Encoded rows of the new tasks, and the labels of their sites."""
         rows = RawJSONList()
         sites: dict[int, str] = {}
-        light = self.agent.introspector.light
-        now = time.monotonic()
+        row = self.agent.introspector.row
         for t, st in zip(ch.new_tasks, ch.new_states):
-            info = light(t, st.id, currents.get(st), now)
-            if info.site_id is not None:
-                sites[info.site_id] = info.site or ""
-            row = [info.id, info.name, info.coro, info.state, info.created, info.site_id, info.parent_id, info.parent_name, st.id]
-            if with_stats:
-                row += [info.steps, info.busy, info.longest, info.first_step]
-            rows.append(dumps_row(row))
+            values, site = row(t, st.id, currents.get(st), with_stats)
+            if site is not None and site.id not in sites:
+                sites[site.id] = site.label()
+            rows.append(dumps_row(values))
         return rows, sites
 
     def _history(self, kind: str) -> list[tuple]:

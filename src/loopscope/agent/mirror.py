@@ -160,6 +160,11 @@ def _where(test: Callable[[list[Any]], Iterable[Any]], refs: list[Any]) -> list[
     return list(compress(count(), map(_not, _chunked(test, refs))))
 
 
+def _permuted(seq: list[Any], order: list[int]) -> list[Any]:
+    """``[seq[i] for i in order]``, a slice at a time in C."""
+    return _chunked(lambda part: map(seq.__getitem__, part), order)
+
+
 def _address_order(tasks: list[Any], n: int) -> list[int]:
     """Indices of the first ``n`` tasks in runs of CHUNK sorted by address.
 
@@ -286,15 +291,30 @@ class Held:
         finally:
             live.discard(_VACANCY)
 
-    def compact(self) -> None:
+    def compact(self, now: bool = False) -> None:
         """Cut the vacancies out once they are an eighth of the places."""
-        if self.vacant * 8 <= len(self.refs) + len(self.plain_refs):
+        if not now and self.vacant * 8 <= len(self.refs) + len(self.plain_refs):
             return
         keep = _chunked(lambda part: map(_is_not, part, repeat(_VACANT)), self.refs)
         self.refs, self.ids, self.busy = (list(compress(x, keep)) for x in (self.refs, self.ids, self.busy))
         keep = _chunked(lambda part: map(_is_not, part, repeat(_VACANT)), self.plain_refs)
         self.plain_refs, self.plain_ids = (list(compress(x, keep)) for x in (self.plain_refs, self.plain_ids))
         self.vacant = 0
+
+    def resort(self) -> None:
+        """Put every place in address order, after a big batch was added.
+
+        Batches arrive sorted, but the first load's 20,000-task batches are
+        each a sample of the whole heap: a pass over five of them costs ~1.5x
+        one over the same tasks in order (24 vs 16 ms per 100,000, 3.11).  A
+        call that adds so many is a first load's; the sort (one C call, of
+        sorted runs) is paid then, not per call.  Small batches (churn) are
+        tasks made close in time, close in memory already."""
+        self.compact(now=True)
+        order = sorted(range(len(self.ids)), key=self.ids.__getitem__)
+        self.refs, self.ids, self.busy = (_permuted(x, order) for x in (self.refs, self.ids, self.busy))
+        order = sorted(range(len(self.plain_ids)), key=self.plain_ids.__getitem__)
+        self.plain_refs, self.plain_ids = (_permuted(x, order) for x in (self.plain_refs, self.plain_ids))
 
 
 class Cursor:
@@ -558,3 +578,6 @@ def _take_new(cur: Cursor, tasks: list[Any], refs: list[Any] | None, watched: di
         cur.members.add(ref)
         out.new_tasks.append(task)
         out.new_states.append(st)
+    for st, n in collections.Counter(sts[:take]).items():
+        if n > CHUNK:
+            cur.held[st].resort()
