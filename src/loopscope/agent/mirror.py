@@ -15,8 +15,9 @@ steady state no Python code runs per task:
   reused address is never taken for the old one, whether loopscope created
   it or not.  3.14+ keeps tasks in per-thread C lists that only
   ``all_tasks`` walks: there each loop's ``all_tasks`` is compared by
-  count with what the cursor holds, and only when they differ turned into
-  references (``weakref.ref`` returns the one the cursor holds).
+  count with what the cursor holds, and only when they differ are the held
+  tasks taken out of it (as sets) to find the new ones; a reference is made
+  for each task the cursor takes.
 * **What is not shown is remembered.**  The WeakSet also holds finished
   tasks the program still references and tasks of loops the agent does not
   watch; a cursor looks at each such task once and keeps its reference
@@ -39,8 +40,10 @@ steady state no Python code runs per task:
 Every pass over the tasks runs over slices of ``CHUNK``: one C call over
 100,000 tasks holds the GIL for tens of milliseconds and stalls the loop as
 long ("Queries run off the loop", docs/architecture.md).  Per task a cursor
-keeps a weak reference (on 3.11–3.13 the one asyncio already made), an int
-and a float: nothing new for the garbage collector to track.
+keeps a weak reference, an int and a float.  On 3.11–3.13 the reference is
+the one asyncio already made, so nothing new is tracked by the garbage
+collector; on 3.14+ it is made by the first cursor that takes the task
+(and shared by the others: ``weakref.ref`` returns the existing one).
 """
 
 from __future__ import annotations
@@ -405,10 +408,7 @@ def advance(cur: Cursor, states: list[tuple[Any, Any]], timed: frozenset[type], 
     if cur.stats:
         _emit_changed(cur, passes, limit, out)
     else:
-        for p in passes:
-            busy = p.held.busy
-            for i, value in zip(*p.still_running()):
-                busy[i] = value
+        _keep_busy(passes)
     for p in passes:
         out.removed += p.held.drop(p.ended, p.plain_ended)[0]
     for held in cur.held.values():
@@ -503,6 +503,15 @@ def _set_aside(cur: Cursor, refs: list[Any], in_weakset: bool) -> None:
             cur.members.add(ref)
         else:
             cur.members.discard(ref)
+
+
+def _keep_busy(passes: list[_Pass]) -> None:
+    """Without ``stats`` nothing is sent for a task that ran: keep what was
+    read, so that only its next step counts as moved."""
+    for p in passes:
+        busy = p.held.busy
+        for i, value in zip(*p.still_running()):
+            busy[i] = value
 
 
 def _emit_changed(cur: Cursor, passes: list[_Pass], limit: int | None, out: Changes) -> None:
