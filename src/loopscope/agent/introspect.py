@@ -370,6 +370,20 @@ def _partial_via(cb: functools.partial) -> str:
     return "wait_for" if name == "_release_waiter" else name.lstrip("_") or "callback"
 
 
+def task_state(task: Any, current: Any) -> str:
+    """pending, running, cancelling, done, failed or cancelled."""
+    if task.done():
+        return "cancelled" if task.cancelled() else ("failed" if task._exception is not None else "done")
+    if task is current:
+        return "running"
+    if task.cancelling() if hasattr(task, "cancelling") else False:
+        return "cancelling"
+    return "pending"
+
+
+_NO_STEPS = (None, None, None, None)
+
+
 def _name_now(origin: tuple, alive: dict[int, Any] | None) -> str | None:
     """The parent's current name if it is still alive, else as recorded
     (an eager parent's name cell holds its name after the late rename)."""
@@ -395,19 +409,11 @@ class Introspector:
         """The cheap columns: enough to sort, filter and group 100k tasks."""
         tr = self.tracker
         origin = tr.origin_of(task)
-        if task.done():
-            state = "cancelled" if task.cancelled() else ("failed" if task._exception is not None else "done")
-        elif task is current:
-            state = "running"
-        elif task.cancelling() if hasattr(task, "cancelling") else False:
-            state = "cancelling"
-        else:
-            state = "pending"
         info = TaskInfo(
             id=task_id(task),
             name=task.get_name(),
             coro=safe_coro_name(task),
-            state=state,
+            state=task_state(task, current),
             created=None,
             age=None,
             loop_id=loop_id,
@@ -425,6 +431,29 @@ class Introspector:
                 info.parent_name = _name_now(origin, alive)
             _step_fields(info, task_stats(task), info.age)
         return info
+
+    def row(self, task: Any, loop_id: str, current: Any, with_stats: bool) -> tuple[list[Any], Site | None]:
+        """A ``tasks.delta`` row: ``light``'s id, name, coro, state, created,
+        site_id, parent_id, parent_name and loop id (then steps, busy,
+        longest, first_step) as a list, and the task's site.
+
+        No record is built: a row per new task is what a churning program
+        costs each refresh, and filling a TaskInfo to read nine of its
+        fields was most of it."""
+        tr = self.tracker
+        origin = tr.origin_of(task)
+        row: list[Any] = [task_id(task), task.get_name(), safe_coro_name(task), task_state(task, current)]
+        site = None
+        if origin is None:
+            row += [None, None, None, None, loop_id]
+        else:
+            site = self.interner.site(origin[O_FRAMES])
+            pid = origin[O_PARENT_ID]
+            row += [tr.wall(origin[O_CREATED]), site.id if site is not None else None, None if pid is None else hex(pid), None if pid is None else _name_now(origin, None), loop_id]
+        if with_stats:
+            stats = task_stats(task) if origin is not None else None
+            row += stats if stats is not None and stats[0] else _NO_STEPS
+        return row, site
 
     def fill(self, info: TaskInfo, task: Any, *, source: bool = False, locals_: bool = False, awaiter_stacks: bool = True, alive: dict[int, Any] | None = None) -> TaskInfo:
         """Add the stack, awaiters, wait target, chain and cancel record."""

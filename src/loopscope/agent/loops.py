@@ -214,14 +214,19 @@ def real_factory(loop: Any) -> Any:
 
 
 def live_tasks(loop: Any) -> list[Any]:
-    """The loop's unfinished tasks, read from any thread.
+    """The loop's unfinished tasks, read from any thread."""
+    return list(live_task_set(loop))
 
-    ``asyncio.all_tasks`` iterates a WeakSet on 3.11–3.13, which another
-    thread may change under us; it retries internally, and we retry too.
+
+def live_task_set(loop: Any) -> set[Any]:
+    """``asyncio.all_tasks(loop)``, read from any thread.
+
+    It iterates a WeakSet on 3.11–3.13, which another thread may change
+    under us; it retries internally, and we retry too.
     """
     for _ in range(10):
         try:
-            return list(asyncio.all_tasks(loop))
+            return asyncio.all_tasks(loop)
         except RuntimeError:
             continue
-    return []
+    return set()

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..model import DUMP_FORMAT, SCHEMA_VERSION, Hello, LoopInfo, StatGroup, TaskInfo
-from ..protocol import FORBIDDEN, INVALID_PARAMS, METHOD_NOT_FOUND, NOT_FOUND, PROTOCOL_VERSION, RawJSON, RawJSONList, RPCError, dumps_piecewise
+from ..protocol import FORBIDDEN, INVALID_PARAMS, METHOD_NOT_FOUND, NOT_FOUND, PROTOCOL_VERSION, RawJSON, RawJSONList, RPCError, dumps_piecewise, dumps_row
 from ..query import QueryError, TaskFilter, parse_sort, pick, ranked_groups, select_history, sort_key
 from .health import health_report
 from .introspect import task_id
 from .loops import live_tasks
+from .mirror import Changes, Cursor, advance
 from .tracker import O_CREATED, O_FRAMES, _current_task
 
 if TYPE_CHECKING:
@@ -50,9 +51,8 @@ class Methods:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        # cursor -> {id(task): creation time} of the tasks that client holds.
-        # Plain ints and floats: the garbage collector does not track it.
-        self._cursors: dict[str, dict[int, float]] = {}
+        # cursor -> what that client holds (mirror.Cursor)
+        self._cursors: dict[str, Cursor] = {}
         self._cursor_seq = itertools.count(1)
         self.table = {
             "hello": self.hello,
@@ -267,132 +267,79 @@ class Methods:
         Re-sorting 100,000 tasks in here once a second would cost the
         program a large share of its GIL; instead the client keeps a copy of
         the cheap columns and sorts, filters and groups it itself.  Each call
-        walks the live tasks once (an id and a creation time each) and sends
-        only tasks the client does not hold yet (at most ``limit``, so the
-        first load comes in chunks) and the ids of those that ended.  A task
-        is known by its id *and* creation time, so an address reused by a
-        new task is never mistaken for the old one.
+        sends only the tasks the client does not hold yet (at most
+        ``limit``, so the first load comes in chunks) and the ids of those
+        that ended or were freed.  A task is known by a weak reference to
+        it, so an address reused by a new task is never mistaken for the
+        old one, whether loopscope created the task or not.
+
+        How the call finds that without a Python loop over the tasks is in
+        ``mirror.py``: set differences of weak references against asyncio's
+        own WeakSet (3.11–3.13) or ``all_tasks`` (3.14+), and busy times
+        compared in C, which is also how an end is seen (a task finishes
+        only in a step, and the step hook rewrites its busy time).
 
         With ``stats: true`` rows also carry the step counters (steps,
         busy, longest, first_step), and ``changed`` lists
         ``[id, steps, busy, longest, first_step]`` for held tasks that ran
-        since this cursor last saw them: busy times are read and compared
-        with the values last sent (a dict of plain floats per cursor) by
-        ``map`` and one list comparison, in C, not per task in Python.  At
-        most ``limit`` changes go per call, taken in rotation, so a program
-        whose 100,000 tasks all run every second costs bounded work per
-        refresh; the rest follow in later calls.
+        since this cursor last saw them.  At most ``limit`` changes go per
+        call, taken in rotation, so a program whose 100,000 tasks all run
+        every second costs bounded work per refresh; the rest follow in
+        later calls.  A cursor asked with the other ``stats`` value is
+        answered with a reset: the rows it holds lack (or carry) the
+        counters.
         """
-        cursor = _param(params, "cursor", str)
+        key = _param(params, "cursor", str)
         limit = _param(params, "limit", int)
         if limit is not None and limit < 1:
             raise RPCError(INVALID_PARAMS, "limit must be positive")
         with_stats = bool(_param(params, "stats", bool, False))
-        known = self._cursors.pop(cursor, None) if cursor else None
-        reset = known is None
-        if known is None:
-            known = {}
-        # cursor -> ({id(task): busy time sent}, rotation); created here so
-        # the rest of the class does not depend on it.  Busy, not the step
-        # count, is compared: the step hook writes it after the count, so a
-        # change seen here carries the new count too.
-        stats_store: dict[str, tuple[dict[int, float], int]] = self.__dict__.setdefault("_cursor_stats", {})
-        sent_busy, rotation = stats_store.pop(cursor, ({}, 0)) if cursor else ({}, 0)
-        if reset or not with_stats:
-            sent_busy, rotation = {}, 0
-        candidates: list[Any] = []  # held tasks that ran since the last call
-        if with_stats:
-            import operator  # local: this method is the only user
-
-            _busy_of = operator.attrgetter("_ls_busy")
-        groups, loops = self._raw()
-        origin_of = self.agent.tracker.origin_of
-        seen: dict[int, float] = {}
-        fresh: list[list[Any]] = []  # per loop, the tasks to send
-        budget = limit
-        for _lid, _cur, tasks in groups:
-            mine: list[Any] = []
-            fresh.append(mine)
-            for t in tasks:
-                o = origin_of(t)
-                stamp = o[O_CREATED] if o is not None else -1.0
-                key = id(t)
-                if known.get(key) == stamp:
-                    seen[key] = stamp
-                elif budget is None or budget > 0:
-                    seen[key] = stamp
-                    mine.append(t)
-                    if budget is not None:
-                        budget -= 1
-        total = sum(len(g[2]) for g in groups)
-        removed = [hex(k) for k, stamp in known.items() if seen.get(k) != stamp]
-        changed = RawJSONList()
-        if with_stats and known:
-            # Compared in C (map, list equality), not per task in Python:
-            # when nothing ran this costs ~3 passes over the list.
-            for _lid, _cur, tasks in groups:
-                try:
-                    now_busy = list(map(_busy_of, tasks))
-                except AttributeError:  # a task from another factory: no slots
-                    now_busy = [getattr(t, "_ls_busy", 0.0) for t in tasks]
-                was = list(map(sent_busy.get, map(id, tasks), itertools.repeat(0.0)))
-                if now_busy != was:
-                    candidates += [t for t, a, b in zip(tasks, now_busy, was) if a != b and id(t) in known]
-        if with_stats:
-            for tid in removed:
-                sent_busy.pop(int(tid, 16), None)
-            cap = limit if limit is not None else len(candidates)
-            if len(candidates) > cap:
-                start = rotation % len(candidates)
-                candidates = (candidates + candidates[:start])[start : start + cap] if start else candidates[:cap]
-                rotation = start + cap
-            for t in candidates:
-                busy = t._ls_busy
-                sent_busy[id(t)] = busy
-                first = t._ls_first
-                changed.append(f'["0x{id(t):x}",{t._ls_steps},{busy!r},{t._ls_longest!r},{"null" if first is None else repr(first)}]')
-            candidates = []
-        cursor = f"{next(self._cursor_seq):x}"
-        self._cursors[cursor] = seen
+        cur = self._cursors.pop(key, None) if key else None
+        reset = cur is None or cur.stats != with_stats
+        if cur is None or reset:
+            cur = Cursor(with_stats)
+        ag = self.agent
+        states = ag.loops.states()
+        timed = frozenset((ag.tracker.task_class, ag.tracker.eager_task_class))
+        ch = advance(cur, states, timed, limit)
+        key = f"{next(self._cursor_seq):x}"
+        self._cursors[key] = cur
         while len(self._cursors) > self.MAX_CURSORS:
             self._cursors.pop(next(iter(self._cursors)))
-        if with_stats:
-            stats_store[cursor] = (sent_busy, rotation)
-        for old in [c for c in stats_store if c not in self._cursors]:
-            del stats_store[old]
-        rows = RawJSONList()
-        sites: dict[int, str] = {}
-        light = self.agent.introspector.light
-        now = time.monotonic()
-        for (lid, cur, _tasks), mine in zip(groups, fresh):
-            for t in mine:
-                info = light(t, lid, cur, now)
-                if info.site_id is not None:
-                    sites[info.site_id] = info.site or ""
-                row = [info.id, info.name, info.coro, info.state, info.created, info.site_id, info.parent_id, info.parent_name, lid]
-                if with_stats:
-                    sent_busy[id(t)] = info.busy or 0.0
-                    row += [info.steps, info.busy, info.longest, info.first_step]
-                rows.append(dumps_piecewise(row))
-        running = [hex(id(cur)) for _lid, cur, _t in groups if cur is not None]
+        currents = {st: _current_task(loop) for loop, st in states}
+        rows, sites = self._delta_rows(ch, currents, with_stats)
+        held = {st: len(h) for st, h in cur.held.items()}
+        loops = [ag.loops.info(loop, st, live=held.get(st, 0) + ch.unsent[st]) for loop, st in states]
         columns = ["id", "name", "coro", "state", "created", "site_id", "parent_id", "parent_name", "loop_id"]
         extra: dict[str, Any] = {}
         if with_stats:
             columns += ["steps", "busy", "longest", "first_step"]
-            extra["changed"] = changed
+            extra["changed"] = RawJSONList(ch.changed)
         return {
-            "cursor": cursor,
+            "cursor": key,
             "reset": reset,
-            "more": total > len(seen),
+            "more": bool(ch.unsent),
             "columns": columns,
             "added": rows,
             **extra,
-            "removed": removed,
+            "removed": [hex(i) for i in ch.removed],
             "sites": {str(k): v for k, v in sites.items()},
-            "running": running,
-            "total": total,
+            "running": [hex(id(t)) for t in currents.values() if t is not None],
+            "total": len(cur) + sum(ch.unsent.values()),
             "loops": loops,
         }
+
+    def _delta_rows(self, ch: Changes, currents: dict[Any, Any], with_stats: bool) -> tuple[RawJSONList, dict[int, str]]:
+        """Encoded rows of the new tasks, and the labels of their sites."""
+        rows = RawJSONList()
+        sites: dict[int, str] = {}
+        row = self.agent.introspector.row
+        for t, st in zip(ch.new_tasks, ch.new_states):
+            values, site = row(t, st.id, currents.get(st), with_stats)
+            if site is not None and site.id not in sites:
+                sites[site.id] = site.label()
+            rows.append(dumps_row(values))
+        return rows, sites
 
     def _history(self, kind: str) -> list[tuple]:
         tr = self.agent.tracker
