@@ -9,6 +9,7 @@ from conftest import parse_table, where
 DL = "deadlock_locks.py"
 AC = "await_cycle.py"
 SQ = "stuck_queue.py"
+JQ = "janus_queue.py"
 GG = "groups_gens.py"
 
 
@@ -179,3 +180,23 @@ def test_primitives_off_still_found_from_waiters(ls):
     prims = ls.ok("primitives", prog.pid, "--json").json()["primitives"]
     assert prims and all(p["tracked"] is False for p in prims)
     assert all(p["holders"] == [] and p["holders_known"] is False for p in prims if p["kind"] == "Lock"), prims
+
+
+def test_janus_queues_listed_with_their_async_waiters(ls):
+    pytest.importorskip("janus", reason="janus is in the test extras; this interpreter's environment lacks it")
+    prog = ls.start_ready(JQ)
+    prims = ls.ok("primitives", prog.pid, "--json").json()["primitives"]
+    by_line = {p["site"].rsplit(":", 1)[1]: p for p in prims if p.get("site")}
+    full = by_line[where(JQ, "full-janus").rsplit(":", 1)[1]]
+    assert full["kind"] == "janus.Queue" and full["size"] == 2 and full["maxsize"] == 2
+    assert [(w["task_name"], w["role"]) for w in full["waiters"]] == [("jproducer", "put")]
+    empty = by_line[where(JQ, "empty-janus").rsplit(":", 1)[1]]
+    assert empty["size"] == 0 and [(w["task_name"], w["role"]) for w in empty["waiters"]] == [("jconsumer", "get")]
+    fed = by_line[where(JQ, "fed-janus").rsplit(":", 1)[1]]
+    assert fed["size"] == 3 and fed["waiters"] == []
+    # its internal Lock/Conditions are shown through the queue, not on their own
+    assert {p["kind"] for p in prims} == {"janus.Queue"}, prims
+
+    rows = {r["task name"]: r for r in parse_table(ls.ok("ps", prog.pid, "-l", "-w").out)}
+    assert rows["jproducer"]["waiting on"] == f"janus.Queue.put (created at {where(JQ, 'full-janus')}) (size 2/2)"
+    assert rows["jconsumer"]["waiting on"].startswith(f"janus.Queue.get (created at {where(JQ, 'empty-janus')})")

@@ -266,6 +266,23 @@ def waiting_on(task: Any) -> WaitTarget | None:
                     except Exception:  # noqa: BLE001
                         pass
                 return target
+        if meth in ("get", "put") and (type(self_obj).__module__ or "").startswith("janus"):
+            # janus.Queue's async side: a proxy whose _parent is the queue
+            # (registered as one primitive), waiting through an internal
+            # Condition that is not listed on its own
+            parent = getattr(self_obj, "_parent", None)
+            if parent is not None:
+                try:
+                    size = f" (size {parent.async_q.qsize()}/{parent.maxsize or '∞'})"
+                except Exception:  # noqa: BLE001
+                    size = ""
+                target = WaitTarget("queue." + meth, f"janus.Queue.{meth}{size}")
+                if wait_detail is not None:
+                    try:
+                        wait_detail(target, parent)
+                    except Exception:  # noqa: BLE001
+                        pass
+                return target
         if type(self_obj).__name__ == "StreamReader":
             return WaitTarget("io.read", _stream_description(self_obj))
     if frames:

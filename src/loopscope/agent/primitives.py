@@ -818,7 +818,7 @@ def wait_detail(target: Any, obj: Any) -> None:
     else:
         where = "created before loopscope"
     first, _, rest = target.description.partition(" ")
-    name = kind + ("." + first.split(".", 1)[1] if "." in first else "")
+    name = kind + ("." + first.rsplit(".", 1)[1] if "." in first else "")
     desc = f"{name} ({where})"
     target.object_id = hex(id(owner))
     if target.kind in ("lock", "semaphore"):
