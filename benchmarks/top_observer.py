@@ -9,9 +9,11 @@ idle tasks, then runs a CPU-bound asyncio workload (ping-pong through a
 queue) for ``--seconds`` and prints its throughput (messages per second).
 Runs alternate between *idle* (nobody connected) and *polled* (a client
 does exactly what ``top`` does: ``TopData.refresh`` — one ``tasks.delta``
-call — at 1 Hz, backing off as the app does), so noise hits both alike.
+call — at 1 Hz, backing off as the app does, from the CPU time the agent
+reports), so noise hits both alike.
 The first load of the mirror happens before the timed window (the app
-does it once when it opens).  Reports medians and their ratio.
+does it once when it opens).  Reports medians and their ratio, and how
+long the polled calls took (the app refreshes every max(1 s, 20x that)).
 
 Also prints how long the app's local view actions take on the mirror of
 that real process (sort by each key, a filter, a grouping).
@@ -68,7 +70,7 @@ asyncio.run(main())
 """
 
 
-def one_run(polled: bool, tasks: int, seconds: float, sockdir: str, actions: list[dict[str, float]] | None) -> float:
+def one_run(polled: bool, tasks: int, seconds: float, sockdir: str, actions: list[dict[str, float]] | None, calls: list[float] | None = None) -> float:
     env = {**os.environ, "LOOPSCOPE_SOCKET_DIR": sockdir, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "loopscope", "run", "--", sys.executable, "-c", PROGRAM, str(tasks), str(seconds)],
@@ -89,7 +91,9 @@ def one_run(polled: bool, tasks: int, seconds: float, sockdir: str, actions: lis
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 data.refresh()
-                time.sleep(max(1.0, data.last_call_s / MAX_SHARE) - data.last_call_s)
+                if calls is not None:
+                    calls.append((data.last_call_s, data.last_cost_s))
+                time.sleep(max(1.0, data.last_cost_s / MAX_SHARE) - data.last_call_s)
         line = proc.stdout.readline().split()
         if data is not None:
             data.close()
@@ -120,10 +124,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
     sockdir = tempfile.mkdtemp(prefix="lstopb", dir="/tmp")
-    idle, polled, actions = [], [], []  # type: ignore[var-annotated]
+    idle, polled, actions, calls = [], [], [], []  # type: ignore[var-annotated]
     for i in range(args.runs):
         for mode in ("idle", "polled") if i % 2 == 0 else ("polled", "idle"):
-            rate = one_run(mode == "polled", args.tasks, args.seconds, os.path.join(sockdir, "s"), actions)
+            rate = one_run(mode == "polled", args.tasks, args.seconds, os.path.join(sockdir, "s"), actions, calls)
             (polled if mode == "polled" else idle).append(rate)
             print(f"run {i + 1} {mode:6}: {rate:,.0f} messages/s", flush=True)
     mi, mp = statistics.median(idle), statistics.median(polled)
@@ -131,6 +135,9 @@ def main() -> None:
     print(f"median idle   {mi:,.0f} messages/s")
     print(f"median polled {mp:,.0f} messages/s")
     print(f"slowdown with top attached: {(1 - mp / mi) * 100:.1f}% (ratio {mi / mp:.3f})")
+    wall, cost = statistics.median(c[0] for c in calls), statistics.median(c[1] for c in calls)
+    print(f"tasks.delta while polled ({len(calls)} calls): wall median {wall * 1000:.0f} ms (max {max(c[0] for c in calls) * 1000:.0f}), "
+          f"agent CPU median {cost * 1000:.0f} ms (max {max(c[1] for c in calls) * 1000:.0f}): a refresh every {max(1.0, cost / MAX_SHARE):.2f} s at the median")
     print("\nview actions on the mirror of the real process (ms, median over runs):")
     for key in actions[0]:
         print(f"  {key:24} {statistics.median(a[key] for a in actions):6.0f}")

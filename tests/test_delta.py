@@ -395,6 +395,56 @@ def test_rows_say_what_light_records_say(agent: Any) -> None:
     run(agent, body)
 
 
+def test_answers_report_the_agents_cpu_time(agent: Any) -> None:
+    async def body(methods: Any) -> None:
+        ev = asyncio.Event()
+        tasks = [asyncio.create_task(idle(ev)) for _ in range(200)]
+        await asyncio.sleep(0)
+        t0 = time.thread_time()
+        d = methods.tasks_delta({"cursor": None, "stats": True})
+        spent = time.thread_time() - t0
+        assert isinstance(d["cpu"], float) and 0 < d["cpu"] <= spent
+        ev.set()
+        await asyncio.gather(*tasks)
+
+    run(agent, body)
+
+
+class SlowBackend:
+    """Answers ``tasks.delta`` after 0.2 s, reporting ``cpu`` or not."""
+
+    kind = "agent"
+    label = "slow"
+    hello = {"pid": 1, "loops": []}
+
+    def __init__(self, cpu: float | None) -> None:
+        self.cpu = cpu
+
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        time.sleep(0.2)
+        answer: dict[str, Any] = {"cursor": "1", "reset": False, "more": False, "added": [], "removed": [], "sites": {}, "running": [], "total": 0, "loops": []}
+        if self.cpu is not None:
+            answer["cpu"] = self.cpu
+        return answer
+
+    def close(self) -> None:
+        pass
+
+
+def test_top_backs_off_from_what_the_call_cost_the_program() -> None:
+    """The poller waits 20x the agent's CPU time for the answer, not the
+    wall time (which counts waiting for the program's GIL); without ``cpu``
+    (older agents, dumps), the wall time."""
+    from loopscope.tui.datasource import TopData
+
+    data = TopData(SlowBackend(0.003))
+    data.refresh()
+    assert data.last_call_s >= 0.2 and data.last_cost_s == 0.003
+    data = TopData(SlowBackend(None))
+    data.refresh()
+    assert data.last_cost_s == data.last_call_s >= 0.2
+
+
 def test_switching_stats_resets_the_cursor(agent: Any) -> None:
     async def body(methods: Any) -> None:
         ev = asyncio.Event()

@@ -288,7 +288,14 @@ class Methods:
         later calls.  A cursor asked with the other ``stats`` value is
         answered with a reset: the rows it holds lack (or carry) the
         counters.
+
+        ``cpu`` is this thread's CPU time for the answer: what the call
+        cost the program.  The client's wall time also counts waiting for
+        the GIL, which a loop thread that keeps releasing and retaking it
+        (``select`` every millisecond) can make last seconds; ``top``
+        backs off from ``cpu``.
         """
+        cpu0 = time.thread_time()
         key = _param(params, "cursor", str)
         limit = _param(params, "limit", int)
         if limit is not None and limit < 1:
@@ -327,6 +334,7 @@ class Methods:
             "running": [hex(id(t)) for t in currents.values() if t is not None],
             "total": len(cur) + sum(ch.unsent.values()),
             "loops": loops,
+            "cpu": time.thread_time() - cpu0,
         }
 
     def _delta_rows(self, ch: Changes, currents: dict[Any, Any], with_stats: bool) -> tuple[RawJSONList, dict[int, str]]:

@@ -141,7 +141,7 @@ class TopApp(App[None]):
         self._polling = False
         if data is not self.data:
             return
-        wait = max(self.interval, data.last_call_s / MAX_SHARE)
+        wait = max(self.interval, data.last_cost_s / MAX_SHARE)
         if error is not None:
             self.error = error
             wait = max(wait, 3.0)  # keep trying: a restarted agent or a short stall recovers

@@ -402,7 +402,14 @@ class TopData:
         self.mirror = Mirror()
         hello = getattr(backend, "hello", None)
         self.hello: dict[str, Any] = hello if isinstance(hello, dict) else backend.call("hello", {})
+        #: wall time of the last refresh (all its calls), as this client saw it
         self.last_call_s = 0.0
+        #: what the last refresh cost the program: the CPU time the agent
+        #: reported for its answers (``cpu``), or the wall time when it does
+        #: not report it.  The wall time also counts the waits for the
+        #: program's GIL, which cost the program nothing and, when its loop
+        #: thread keeps taking the GIL back, last seconds.
+        self.last_cost_s = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -432,12 +439,16 @@ class TopData:
         with self._lock:
             changed = False
             t0 = time.perf_counter()
+            cost: float | None = 0.0
             while True:
                 delta = self.backend.call("tasks.delta", {"cursor": self.mirror.cursor, "limit": CHUNK, "stats": True})
                 changed = self.mirror.apply(delta) or changed
+                cpu = delta.get("cpu")
+                cost = cost + cpu if cost is not None and isinstance(cpu, (int, float)) else None
                 if not delta.get("more"):
                     break
             self.last_call_s = time.perf_counter() - t0
+            self.last_cost_s = self.last_call_s if cost is None else cost
             return changed
 
     def task(self, tid: str, locals_: bool = False) -> dict[str, Any]:
