@@ -93,7 +93,7 @@ def one_run(polled: bool, tasks: int, seconds: float, sockdir: str, actions: lis
                 data.refresh()
                 if calls is not None:
                     calls.append((data.last_call_s, data.last_cost_s))
-                time.sleep(max(1.0, data.last_cost_s / MAX_SHARE) - data.last_call_s)
+                time.sleep(max(0.0, max(1.0, data.last_cost_s / MAX_SHARE) - data.last_call_s))
         line = proc.stdout.readline().split()
         if data is not None:
             data.close()
