@@ -4,7 +4,10 @@ Calls are made from inside the monitored loop, between awaits, so each
 test sees exactly the state it set up; the answers are applied to the
 TUI's own ``Mirror`` and compared with ``asyncio.all_tasks``.  Every test
 runs with both ways of finding tasks: asyncio's WeakSet (3.11–3.13) and
-``all_tasks`` per loop (3.14+, forced here on older versions).
+``all_tasks`` per loop (3.14+, forced here on older versions).  The
+``all_tasks`` flow scans on every call here (``RESCAN_S = 0``), since many
+tests make tasks without the factory; the scans it skips are tested on
+their own (``test_all_tasks_scans_*``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ FLOWS = ["weakset", "all_tasks"] if sys.version_info < (3, 14) else ["all_tasks"
 def agent(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
     if request.param == "all_tasks":
         monkeypatch.setattr(mirror, "_asyncio_weakset", lambda: None)
+        monkeypatch.setattr(mirror, "RESCAN_S", 0.0)
     with loopscope.installed(server=False, dump_signal="") as ag:
         yield ag
 
@@ -506,6 +510,123 @@ def test_random_churn_matches_asyncio(agent: Any, stats: bool, chunk: int, limit
                 for task, _ev in live:
                     if hasattr(task, "_ls_steps"):
                         assert client.mirror.rows[hex(id(task))].steps == (task._ls_steps or None)
+        for _task, ev in live:
+            ev.set()
+        await asyncio.sleep(0)
+
+    run(agent, body)
+
+
+@pytest.fixture
+def gated(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The ``all_tasks`` flow as on 3.14+, its scans counted."""
+    scans: list[Any] = []
+    real = mirror.live_task_set
+
+    def counted(loop: Any) -> set[Any]:
+        scans.append(loop)
+        return real(loop)
+
+    monkeypatch.setattr(mirror, "_asyncio_weakset", lambda: None)
+    monkeypatch.setattr(mirror, "live_task_set", counted)
+    with loopscope.installed(server=False, dump_signal="") as ag:
+        yield ag, scans
+
+
+def test_all_tasks_scans_only_when_the_factory_made_a_task(gated: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A steady call skips ``all_tasks`` (the ~25 ms of a 3.14 call at
+    100,000 tasks); a task made through the factory brings the scan back
+    at once, and ends are still seen without one."""
+    agent, scans = gated
+    monkeypatch.setattr(mirror, "RESCAN_S", 3600.0)
+
+    async def body(methods: Any) -> None:
+        ev = asyncio.Event()
+        tasks = [asyncio.create_task(idle(ev), name=f"s{i}") for i in range(50)]
+        await asyncio.sleep(0)
+        client = Client(methods)
+        client.call()
+        client.check()
+        assert len(scans) == 1
+        for _ in range(5):
+            client.call()
+        assert len(scans) == 1 and client.last["added"] == [] and client.last["removed"] == []
+        late = asyncio.create_task(idle(ev), name="late")
+        await asyncio.sleep(0)
+        client.call()
+        assert len(scans) == 2 and set(client.added()) == {hex(id(late))}
+        client.check()
+        gone = tasks.pop()
+        gone.cancel()
+        await asyncio.sleep(0)
+        client.call()
+        assert len(scans) == 2 and client.last["removed"] == [hex(id(gone))]
+        client.check()
+        ev.set()
+        await asyncio.gather(*tasks, late)
+
+    run(agent, body)
+
+
+def test_all_tasks_scans_find_tasks_made_without_the_factory_within_rescan_s(gated: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``asyncio.Task(...)`` called directly leaves no mark: such a task
+    appears at the next scan, at most RESCAN_S later."""
+    agent, scans = gated
+    monkeypatch.setattr(mirror, "RESCAN_S", 0.3)
+
+    async def body(methods: Any) -> None:
+        loop = asyncio.get_running_loop()
+        ev = asyncio.Event()
+        tasks = [asyncio.create_task(idle(ev)) for _ in range(5)]
+        await asyncio.sleep(0)
+        client = Client(methods)
+        client.call()
+        direct = asyncio.Task(idle(ev), loop=loop, name="direct")
+        await asyncio.sleep(0)
+        client.call()
+        assert hex(id(direct)) not in client.mirror.rows and len(scans) == 1
+        await asyncio.sleep(0.35)
+        client.call()
+        assert len(scans) == 2 and set(client.added()) == {hex(id(direct))}
+        client.check()
+        ev.set()
+        await asyncio.gather(*tasks, direct)
+
+    run(agent, body)
+
+
+@pytest.mark.parametrize("limit", [None, 7], ids=["no-limit", "limit"])
+def test_all_tasks_scans_skipped_still_match_asyncio(gated: Any, limit: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds of tasks made through the factory, ended, cancelled and kept,
+    with some rounds making none (their calls skip the scan): after each
+    round the mirror holds exactly the live tasks."""
+    agent, scans = gated
+    monkeypatch.setattr(mirror, "RESCAN_S", 3600.0)
+    monkeypatch.setattr(mirror, "CHUNK", 8)
+    rnd = random.Random(11)
+
+    async def body(methods: Any) -> None:
+        live: list[tuple[asyncio.Task[Any], asyncio.Event]] = []
+        kept: list[asyncio.Task[Any]] = []
+        client = Client(methods, limit=limit)
+        calls = 0
+        for n_round in range(60):
+            if rnd.random() < 0.5:
+                for i in range(rnd.randrange(1, 25)):
+                    ev = asyncio.Event()
+                    live.append((asyncio.create_task(idle(ev), name=f"r{n_round}-{i}"), ev))
+            rnd.shuffle(live)
+            for _ in range(rnd.randrange(0, 1 + len(live) // 4)):
+                task, ev = live.pop()
+                task.cancel() if rnd.random() < 0.3 else ev.set()
+                if rnd.random() < 0.3:
+                    kept.append(task)
+            if kept and rnd.random() < 0.2:
+                kept.clear()
+            await asyncio.sleep(0)
+            calls += client.sync()
+            client.check()
+        assert len(scans) < calls  # some calls did skip
         for _task, ev in live:
             ev.set()
         await asyncio.sleep(0)

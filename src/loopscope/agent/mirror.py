@@ -17,7 +17,11 @@ steady state no Python code runs per task:
   ``all_tasks`` walks: there each loop's ``all_tasks`` is compared by
   count with what the cursor holds, and only when they differ are the held
   tasks taken out of it (as sets) to find the new ones; a reference is made
-  for each task the cursor takes.
+  for each task the cursor takes.  ``all_tasks`` itself costs ~25 ms per
+  100,000 tasks, so it is skipped while the loop's task factory (ours)
+  has made no task since the last scan: only tasks made without the
+  factory (``asyncio.Task(...)`` called directly) can then be missing,
+  and a scan at least every ``RESCAN_S`` seconds finds those.
 * **What is not shown is remembered.**  The WeakSet also holds finished
   tasks the program still references and tasks of loops the agent does not
   watch; a cursor looks at each such task once and keeps its reference
@@ -52,6 +56,7 @@ import collections
 import itertools
 import operator
 import sys
+import time
 import weakref
 from asyncio import tasks as _aio_tasks
 from asyncio.futures import _get_loop
@@ -59,10 +64,13 @@ from collections.abc import Callable, Iterable
 from itertools import compress, count, repeat
 from typing import Any
 
-from .loops import live_task_set
+from .loops import live_task_set, real_factory
 
 #: Tasks per C-level pass: about a millisecond of GIL on a slow machine.
 CHUNK = 4096
+#: 3.14+: longest time between two ``all_tasks`` scans of a loop whose
+#: factory made no task; how late a task made without it can appear.
+RESCAN_S = 5.0
 
 _call = operator.call
 _done = operator.methodcaller("done")
@@ -330,7 +338,7 @@ class Cursor:
     which lists neither, only held references are members.
     """
 
-    __slots__ = ("stats", "held", "members", "finished", "foreign", "watched", "rotation")
+    __slots__ = ("stats", "held", "members", "finished", "foreign", "watched", "rotation", "scans")
 
     def __init__(self, stats: bool) -> None:
         self.stats = stats
@@ -340,6 +348,9 @@ class Cursor:
         self.foreign: set[Any] = set()
         self.watched: frozenset[Any] = frozenset()
         self.rotation = 0
+        #: 3.14+: per LoopState, the factory's creation mark and the time
+        #: of the last ``all_tasks`` scan (see ``_scan_due``)
+        self.scans: dict[Any, tuple[Any, float]] = {}
 
     def __len__(self) -> int:
         return sum(map(len, self.held.values()))
@@ -401,7 +412,7 @@ def advance(cur: Cursor, states: list[tuple[Any, Any]], timed: frozenset[type], 
     _rewatch(cur, states, out)
     ws = _asyncio_weakset()
     fresh = list(_weakset_news(cur, ws)) if ws is not None else []
-    lives = {st: live_task_set(loop) for loop, st in states} if ws is None else {}
+    lives = {st: live_task_set(loop) for loop, st in states if _scan_due(cur, loop, st)} if ws is None else {}
     passes = [_Pass(held) for held in cur.held.values()]
     for p in passes:
         _set_aside(cur, p.ended_refs(), ws is not None)
@@ -418,7 +429,35 @@ def advance(cur: Cursor, states: list[tuple[Any, Any]], timed: frozenset[type], 
         _take_new(cur, _chunked(_deref, fresh), fresh, watched, timed, limit, out)
     else:
         _take_new(cur, _all_tasks_news(cur, lives, out), None, watched, timed, limit, out)
+        for st in out.unsent:  # the rest must be looked for again next call
+            cur.scans.pop(st, None)
     return out
+
+
+def _creation_mark(loop: Any) -> Any:
+    """Something that changes whenever the loop's task factory makes a
+    task: our factory's counter and its value; None if the factory is not
+    ours (then nothing says when a task was made)."""
+    counter = getattr(real_factory(loop), "loopscope_created", None)
+    if counter is None:
+        return None
+    return counter, repr(counter)  # itertools.count's repr is the only read that does not advance it
+
+
+def _scan_due(cur: Cursor, loop: Any, st: Any) -> bool:
+    """3.14+: whether this call must scan the loop's ``all_tasks``.
+
+    Not when the factory has made no task since the last scan (taken
+    before it, so a task made during the scan counts as new) and that
+    scan is less than RESCAN_S old: every task the factory makes is then
+    held already, and held tasks that ended are found by the passes."""
+    mark = _creation_mark(loop)
+    now = time.monotonic()
+    last = cur.scans.get(st)
+    if mark is not None and last is not None and last[0] == mark and now - last[1] < RESCAN_S:
+        return False
+    cur.scans[st] = (mark, now)
+    return True
 
 
 def _rewatch(cur: Cursor, states: list[tuple[Any, Any]], out: Changes) -> None:
@@ -433,6 +472,7 @@ def _rewatch(cur: Cursor, states: list[tuple[Any, Any]], out: Changes) -> None:
         cur.members.difference_update(held.all_refs())
     cur.members -= cur.foreign
     cur.foreign = set()
+    cur.scans.clear()
     cur.watched = watched
 
 
