@@ -108,6 +108,7 @@ class Agent:
         for part in (self.primitive_tracker, self.group_tracker):
             if part is not None:
                 part.uninstall()
+        self.loops.running_hooks.clear()
         integrations.uninstall(self._import_hook)
         self._import_hook = None
         self.loops.detach_all()
@@ -211,6 +212,7 @@ class Agent:
             pt.install()
             gt = self.group_tracker = GroupTracker(self.tracker)
             gt.install()
+            self.loops.running_hooks.append(gt.watch_agens)
         except Exception as e:  # noqa: BLE001
             self.tracker.note_error(e)
             return {}

@@ -20,6 +20,15 @@ Patched (by ``GroupTracker.install``, undone by ``uninstall``):
   recorded in a WeakKeyDictionary.  Generators are listed from the loop's
   own WeakSet, so ones first iterated before the agent still show (without
   a site).
+* Other loops (uvloop) install their own hook, a method of the loop, with
+  ``sys.set_asyncgen_hooks`` when they start running, and keep their set
+  where Python cannot read it.  ``watch_agens`` runs on the loop thread
+  when the loop starts running (after the loop set its hooks: uvloop's
+  ``run_forever`` sets them, then marks the loop running) and puts a
+  ``firstiter`` in front that calls the loop's own, then records.  The
+  finalizer stays the loop's, and the loop puts its predecessor's hooks
+  back when it stops, ours included.  Those generators are listed from
+  the agent's registry.
 """
 
 from __future__ import annotations
@@ -145,7 +154,7 @@ class GroupTracker:
         def _asyncgen_firstiter_hook(loop: Any, agen: Any) -> None:
             orig_hook(loop, agen)
             try:
-                gt.note_agen(agen, _getframe(1))
+                gt.note_agen(agen, _getframe(1), loop)
             except Exception as e:  # noqa: BLE001
                 gt.tracker.note_error(e)
 
@@ -210,16 +219,43 @@ class GroupTracker:
         ring.append((id(task), task.get_name(), _outcome(task), _monotonic()))
         d["_ls_finished_count"] = d.get("_ls_finished_count", 0) + 1
 
-    def note_agen(self, agen: Any, frame: Any) -> None:
+    def note_agen(self, agen: Any, frame: Any, loop: Any) -> None:
         f = _user_frame(frame)
         t = _running_task()
+        try:
+            loop_ref: Any = weakref.ref(loop)
+        except TypeError:
+            loop_ref = None
         self.agens[agen] = (
             f.f_code if f is not None else None,
             f.f_lasti if f is not None else 0,
             _monotonic(),
             weakref.ref(t) if t is not None else None,
             id(t) if t is not None else None,
+            loop_ref,
         )
+
+    def watch_agens(self, loop: Any) -> None:
+        """On the loop thread, as ``loop`` starts running: if the thread's
+        ``firstiter`` hook is the loop's own method (uvloop's), put ours in
+        front of it.  A BaseEventLoop's is patched on the class already; a
+        hook the program installed itself is left alone."""
+        if isinstance(loop, base_events.BaseEventLoop) or not self.installed:
+            return
+        first = sys.get_asyncgen_hooks().firstiter
+        if first is None or getattr(first, "__self__", None) is not loop:
+            return
+        gt = self
+
+        def firstiter(agen: Any) -> None:
+            first(agen)
+            if gt.installed:
+                try:
+                    gt.note_agen(agen, _getframe(1), loop)
+                except Exception as e:  # noqa: BLE001
+                    gt.tracker.note_error(e)
+
+        sys.set_asyncgen_hooks(firstiter=firstiter)
 
     # -- reading (server thread) --------------------------------------------------
 
@@ -231,6 +267,11 @@ class GroupTracker:
             return self.agens.get(agen)
         except TypeError:
             return None
+
+    def agens_of(self, loop: Any) -> list[Any]:
+        """The live generators first iterated on ``loop``, from the agent's
+        own registry (for loops whose generator set cannot be read)."""
+        return [agen for agen, rec in _live(self.agens) if rec[5] is not None and rec[5]() is loop]
 
 
 def _live(wkd: weakref.WeakKeyDictionary) -> list[tuple[Any, tuple]]:
@@ -317,10 +358,12 @@ def group_children(g: Any) -> list[Any]:
         return []
 
 
-def loop_asyncgens(loop: Any) -> list[Any]:
+def loop_asyncgens(loop: Any) -> list[Any] | None:
+    """The loop's own set of live generators (BaseEventLoop's WeakSet), or
+    None when the loop keeps none Python can read (uvloop's)."""
     ws = getattr(loop, "_asyncgens", None)
     if ws is None:
-        return []
+        return None
     for _ in range(5):
         try:
             refs = list(ws.data)

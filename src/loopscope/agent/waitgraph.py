@@ -454,7 +454,10 @@ class View:
         gt = self.agent.group_tracker
         out = []
         for loop, st in self.agent.loops.states():
-            for agen in loop_asyncgens(loop):
+            agens = loop_asyncgens(loop)
+            if agens is None:  # uvloop: its set is not readable; the agent's hook recorded them
+                agens = gt.agens_of(loop) if gt is not None else []
+            for agen in agens:
                 try:
                     out.append(self.agen_info(agen, gt.agen_record(agen) if gt else None, st.id))
                 except Exception as e:  # noqa: BLE001
