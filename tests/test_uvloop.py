@@ -92,3 +92,30 @@ def test_program_task_factory_keeps_tracking(ls, mode):
     g = next(t for t in page["tasks"] if t["name"] == "uv-grandchild")
     assert g["site"] == f"spawner {where(S, 'create-grandchild')}"
     assert g["parent_name"] == "uv-spawner"
+
+
+@pytest.mark.uvloop
+def test_uvloop_async_generators_listed_and_still_finalised_by_uvloop(ls):
+    """The agent's firstiter hook sits in front of uvloop's own: generators
+    are listed, and uvloop still finalises them (a dropped one at once, the
+    rest in shutdown_asyncgens) exactly as without the agent."""
+    uvloop_or_skip()
+    A = "uv_agens.py"
+    outputs = []
+    for agent in (True, False):
+        prog = ls.start(A, agent=agent)
+        prog.wait_line("READY")
+        assert prog.stdout.lines[:3] == ["FINALIZED dropped", "LOOP uvloop", "READY"], prog.stdout.lines
+        if agent:
+            prog.wait_agent()
+            ags = ls.ok("asyncgens", prog.pid, "--json").json()["asyncgens"]
+            assert [(a["name"], a["state"]) for a in ags] == [("kept", "suspended")], ags
+            (k,) = ags
+            assert k["site"] == f"main {where(A, 'kept-first')}"
+            assert f"{k['frame']['filename']}:{k['frame']['lineno']}" == where(A, "kept-yield")
+            assert k["owner_name"] == "Task-1"
+        prog.popen.terminate()
+        assert prog.wait_exit() == 0, prog.stderr.text
+        outputs.append(prog.stdout.lines)
+    with_agent, bare = outputs
+    assert with_agent == bare == ["FINALIZED dropped", "LOOP uvloop", "READY", "FINALIZED kept", "HOOKS None None"], outputs

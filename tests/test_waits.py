@@ -4,7 +4,7 @@ real programs under the agent, read through the real CLI (live and dumps)."""
 from __future__ import annotations
 
 import pytest
-from conftest import parse_table, where
+from conftest import parse_table, uvloop_or_skip, where
 
 DL = "deadlock_locks.py"
 AC = "await_cycle.py"
@@ -128,8 +128,22 @@ def test_stuck_queue_consumer(ls):
     assert f"{w['filename']}:{w['lineno']}" == where(SQ, "consumer-waits")
 
 
-def test_nested_task_groups(ls):
-    prog = ls.start_ready(GG)
+# groups_gens.py on asyncio's default loop, and the same program on uvloop
+LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.uvloop)]
+
+
+def _start_gg(ls, loop):
+    if loop == "uvloop":
+        uvloop_or_skip()
+    prog = ls.start_ready(GG, *([loop] if loop == "uvloop" else []))
+    (lp,) = ls.ok("ps", prog.pid, "--json").json()["loops"]
+    assert lp["kind"].startswith("uvloop") == (loop == "uvloop"), lp
+    return prog
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_nested_task_groups(ls, loop):
+    prog = _start_gg(ls, loop)
     groups = ls.ok("groups", prog.pid, "--json").json()["groups"]
     assert len(groups) == 2, groups
     outer = [g for g in groups if g["site"].endswith(where(GG, "outer-group"))][0]
@@ -147,8 +161,9 @@ def test_nested_task_groups(ls):
     assert i_inner == i_worker + 1 and tree[i_inner].index("└── ") > tree[i_worker].index("── ")
 
 
-def test_async_generators(ls):
-    prog = ls.start_ready(GG)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_async_generators(ls, loop):
+    prog = _start_gg(ls, loop)
     ags = {a["name"]: a for a in ls.ok("asyncgens", prog.pid, "--json").json()["asyncgens"]}
     assert {"ticker", "reader", "done_gen"} <= set(ags), ags
     t = ags["ticker"]
@@ -164,8 +179,9 @@ def test_async_generators(ls):
     assert {r["async generator"] for r in rows} >= {"ticker", "reader", "done_gen"}
 
 
-def test_dump_carries_groups_and_generators(ls):
-    prog = ls.start_ready(GG)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_dump_carries_groups_and_generators(ls, loop):
+    prog = _start_gg(ls, loop)
     dump = ls.path("g.json")
     ls.ok("dump", prog.pid, "-o", dump)
     live = ls.ok("groups", prog.pid, "--json").json()["groups"]

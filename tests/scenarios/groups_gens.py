@@ -3,9 +3,12 @@
 outer group (in main) -> children "worker-a" (running an inner group with
 "leaf-1", "leaf-2") and "quick" (finished); async generators: "ticker" is
 suspended at a yield, "reader" is running (awaiting inside __anext__), and
-"done_gen" is exhausted but still referenced."""
+"done_gen" is exhausted but still referenced.
+
+Usage: groups_gens.py [uvloop]  (the same program on a uvloop loop)"""
 
 import asyncio
+import sys
 
 from _common import exit_with_parent, ready
 
@@ -59,4 +62,9 @@ async def main():
 
 
 exit_with_parent()
-asyncio.run(main())
+if sys.argv[1:] == ["uvloop"]:
+    import uvloop
+
+    uvloop.run(main())
+else:
+    asyncio.run(main())

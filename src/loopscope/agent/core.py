@@ -108,6 +108,7 @@ class Agent:
         for part in (self.primitive_tracker, self.group_tracker):
             if part is not None:
                 part.uninstall()
+        self.loops.running_hooks.clear()
         integrations.uninstall(self._import_hook)
         self._import_hook = None
         self.loops.detach_all()
@@ -204,17 +205,24 @@ class Agent:
         """Primitives, task groups, async generators (agent/primitives.py,
         agent/groups.py): patches on asyncio's classes, undone by stop()."""
         from .groups import GroupTracker
-        from .primitives import PrimitiveTracker
+        from .primitives import ANYIO_CLASSES, PrimitiveTracker
 
         try:
-            self.primitive_tracker = PrimitiveTracker(self.tracker)
-            self.primitive_tracker.install()
-            self.group_tracker = GroupTracker(self.tracker)
-            self.group_tracker.install()
+            pt = self.primitive_tracker = PrimitiveTracker(self.tracker)
+            pt.install()
+            gt = self.group_tracker = GroupTracker(self.tracker)
+            gt.install()
+            self.loops.running_hooks.append(gt.watch_agens)
         except Exception as e:  # noqa: BLE001
             self.tracker.note_error(e)
             return {}
-        return {"janus": self.primitive_tracker.patch_janus, "anyio._backends._asyncio": self.group_tracker.patch_anyio}
+
+        # anyio imports these modules with the package, its asyncio backend
+        # when a program first runs on it
+        hooks: dict[str, Any] = {name: pt.patch_anyio for name in ANYIO_CLASSES}
+        hooks["anyio._backends._asyncio"] = gt.patch_anyio
+        hooks["janus"] = pt.patch_janus
+        return hooks
 
     def _patch_uvloop(self, module: Any) -> None:
         """``uvloop.Loop`` is a Python subclass of the Cython loop: patch it

@@ -7,13 +7,28 @@ Patched (by ``GroupTracker.install``, undone by ``uninstall``):
 * ``asyncio.TaskGroup._on_task_done`` (a done callback, synchronous): the
   finished child is remembered (id, name, outcome, when) in a short ring in
   the group's ``__dict__`` so a group lists finished children too.
-* anyio's asyncio-backend ``TaskGroup.__init__`` (when anyio is imported).
+* anyio's asyncio-backend ``TaskGroup.__init__`` (through the import hook,
+  when anyio first uses its asyncio backend): registered the same way, at
+  the user's line (anyio's ``create_task_group`` plumbing is passed over).
+  Its finished children are caught where anyio's own per-child done
+  callback takes the child out of the group's ``_tasks`` set: that set is
+  made a ``_ChildSet`` when the group is made, whose ``remove`` also fills
+  the ring.  No callback is added to any task.
 * ``BaseEventLoop._asyncgen_firstiter_hook``: the loop's own hook runs first
   (it keeps the loop's ``_asyncgens`` WeakSet that ``shutdown_asyncgens``
   finalizes), then the generator's first-iteration site, time and task are
   recorded in a WeakKeyDictionary.  Generators are listed from the loop's
   own WeakSet, so ones first iterated before the agent still show (without
   a site).
+* Other loops (uvloop) install their own hook, a method of the loop, with
+  ``sys.set_asyncgen_hooks`` when they start running, and keep their set
+  where Python cannot read it.  ``watch_agens`` runs on the loop thread
+  when the loop starts running (after the loop set its hooks: uvloop's
+  ``run_forever`` sets them, then marks the loop running) and puts a
+  ``firstiter`` in front that calls the loop's own, then records.  The
+  finalizer stays the loop's, and the loop puts its predecessor's hooks
+  back when it stops, ours included.  Those generators are listed from
+  the agent's registry.
 """
 
 from __future__ import annotations
@@ -22,14 +37,17 @@ import asyncio
 import collections
 import sys
 import time
+import typing
 import weakref
 from asyncio import base_events, taskgroups
 from typing import Any
 
+from . import primitives
 from .tracker import _is_skipped, _skip_cache
 
 _monotonic = time.monotonic
 _getframe = sys._getframe
+_TYPING_FILE = typing.__file__
 try:
     from _asyncio import current_task as _current_task  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover
@@ -38,15 +56,24 @@ except ImportError:  # pragma: no cover
 FINISHED_KEPT = 32  # finished children remembered per group
 
 
-def _user_frame(f: Any) -> Any:
+def _user_frame(f: Any, plumbing_only: bool = False) -> Any:
+    """The first frame outside loopscope and asyncio (and typing's
+    ``__call__`` of a subscripted generic), past the frames of the
+    libraries the agent patched (janus, anyio); with ``plumbing_only``,
+    past anyio's constructor plumbing only: a group anyio makes for itself
+    is created at anyio's line."""
     skip_get = _skip_cache.get
     while f is not None:
         fn = f.f_code.co_filename
         s = skip_get(fn)
         if s is None:
             s = _is_skipped(fn)
-        if not s and "/anyio/" not in fn:
-            return f
+        if not s and fn != _TYPING_FILE:
+            lib = primitives.LIBRARY_DIRS
+            if not lib or not fn.startswith(lib):
+                return f
+            if plumbing_only and (not fn.startswith(primitives.ANYIO_DIRS) or primitives.anyio_verdict(f) != primitives.PLUMBING):
+                return f
         f = f.f_back
     return None
 
@@ -56,6 +83,38 @@ def _running_task() -> Any:
         return _current_task()
     except RuntimeError:
         return None
+
+
+def _outcome(task: Any) -> str:
+    """done / failed / cancelled, without ``exception()`` (which would mark
+    a failure retrieved)."""
+    if task.cancelled():
+        return "cancelled"
+    return "failed" if getattr(task, "_exception", None) is not None else "done"
+
+
+class _ChildSet(set):  # type: ignore[type-arg]
+    """anyio's ``TaskGroup._tasks``.  anyio adds each child and removes it
+    in its own done callback, once per child: ``remove`` also remembers the
+    child as finished.  Everything else is the C set's."""
+
+    __slots__ = ("finished", "ended")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished: collections.deque | None = None
+        self.ended = 0
+
+    def remove(self, task: Any) -> None:
+        set.remove(self, task)
+        try:
+            ring = self.finished
+            if ring is None:
+                ring = self.finished = collections.deque(maxlen=FINISHED_KEPT)
+            ring.append((id(task), task.get_name(), _outcome(task), _monotonic()))
+            self.ended += 1
+        except Exception as e:  # noqa: BLE001
+            primitives._failed(e)
 
 
 class GroupTracker:
@@ -95,7 +154,7 @@ class GroupTracker:
         def _asyncgen_firstiter_hook(loop: Any, agen: Any) -> None:
             orig_hook(loop, agen)
             try:
-                gt.note_agen(agen, _getframe(1))
+                gt.note_agen(agen, _getframe(1), loop)
             except Exception as e:  # noqa: BLE001
                 gt.tracker.note_error(e)
 
@@ -118,10 +177,14 @@ class GroupTracker:
         orig = cls.__dict__["__init__"]
         gt = self
 
+        anyio = kind.startswith("anyio.")
+
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             orig(self, *args, **kwargs)
             try:
-                f = _user_frame(_getframe(1))
+                if anyio and type(getattr(self, "_tasks", None)) is set and not self._tasks:
+                    self._tasks = _ChildSet()
+                f = _user_frame(_getframe(1), plumbing_only=True)
                 t = _running_task()
                 gt.groups[self] = (
                     kind,
@@ -138,9 +201,14 @@ class GroupTracker:
         self._set(cls, "__init__", __init__)
 
     def patch_anyio(self, module: Any) -> None:
-        cls = getattr(module, "TaskGroup", None)
-        if isinstance(cls, type) and "__init__" in cls.__dict__ and not any(p[0] is cls for p in self._patches):
-            self._wrap_group_init(cls, "anyio.TaskGroup")
+        """anyio's asyncio-backend TaskGroup (``anyio._backends._asyncio``)."""
+        try:
+            primitives.add_library_dir(primitives.package_dir(module), anyio=True)
+            cls = getattr(module, "TaskGroup", None)
+            if isinstance(cls, type) and "__init__" in cls.__dict__ and not any(p[0] is cls for p in self._patches):
+                self._wrap_group_init(cls, "anyio.TaskGroup")
+        except Exception as e:  # noqa: BLE001
+            self.tracker.note_error(e)
 
     def note_child_done(self, group: Any, task: Any) -> None:
         d = group.__dict__
@@ -148,25 +216,46 @@ class GroupTracker:
         if ring is None:
             ring = d["_ls_finished"] = collections.deque(maxlen=FINISHED_KEPT)
             d["_ls_finished_count"] = 0
-        if task.cancelled():
-            state = "cancelled"
-        elif task.exception() is not None:  # _on_task_done retrieves it too
-            state = "failed"
-        else:
-            state = "done"
-        ring.append((id(task), task.get_name(), state, _monotonic()))
+        ring.append((id(task), task.get_name(), _outcome(task), _monotonic()))
         d["_ls_finished_count"] = d.get("_ls_finished_count", 0) + 1
 
-    def note_agen(self, agen: Any, frame: Any) -> None:
+    def note_agen(self, agen: Any, frame: Any, loop: Any) -> None:
         f = _user_frame(frame)
         t = _running_task()
+        try:
+            loop_ref: Any = weakref.ref(loop)
+        except TypeError:
+            loop_ref = None
         self.agens[agen] = (
             f.f_code if f is not None else None,
             f.f_lasti if f is not None else 0,
             _monotonic(),
             weakref.ref(t) if t is not None else None,
             id(t) if t is not None else None,
+            loop_ref,
         )
+
+    def watch_agens(self, loop: Any) -> None:
+        """On the loop thread, as ``loop`` starts running: if the thread's
+        ``firstiter`` hook is the loop's own method (uvloop's), put ours in
+        front of it.  A BaseEventLoop's is patched on the class already; a
+        hook the program installed itself is left alone."""
+        if isinstance(loop, base_events.BaseEventLoop) or not self.installed:
+            return
+        first = sys.get_asyncgen_hooks().firstiter
+        if first is None or getattr(first, "__self__", None) is not loop:
+            return
+        gt = self
+
+        def firstiter(agen: Any) -> None:
+            first(agen)
+            if gt.installed:
+                try:
+                    gt.note_agen(agen, _getframe(1), loop)
+                except Exception as e:  # noqa: BLE001
+                    gt.tracker.note_error(e)
+
+        sys.set_asyncgen_hooks(firstiter=firstiter)
 
     # -- reading (server thread) --------------------------------------------------
 
@@ -178,6 +267,11 @@ class GroupTracker:
             return self.agens.get(agen)
         except TypeError:
             return None
+
+    def agens_of(self, loop: Any) -> list[Any]:
+        """The live generators first iterated on ``loop``, from the agent's
+        own registry (for loops whose generator set cannot be read)."""
+        return [agen for agen, rec in _live(self.agens) if rec[5] is not None and rec[5]() is loop]
 
 
 def _live(wkd: weakref.WeakKeyDictionary) -> list[tuple[Any, tuple]]:
@@ -198,7 +292,7 @@ def _live(wkd: weakref.WeakKeyDictionary) -> list[tuple[Any, tuple]]:
 
 
 def group_state(g: Any) -> str:
-    if hasattr(g, "_entered"):  # asyncio.TaskGroup
+    if isinstance(g, taskgroups.TaskGroup):
         aborting = getattr(g, "_aborting", False)
         if not g._entered:
             return "new"
@@ -209,14 +303,41 @@ def group_state(g: Any) -> str:
         if g._tasks or g._on_completed_fut is not None:
             return "closing (waiting for children)"
         return "closed"
-    # anyio
+    return _anyio_state(g)
+
+
+def _anyio_state(g: Any) -> str:
+    """anyio 4: ``_entered`` once in ``async with``; the group's cancel
+    scope is active until it exits; ``_exceptions`` holds the children's
+    failures (and is deleted on exit); ``_on_completed_fut`` is set while
+    the host waits for its children in ``__aexit__``."""
     scope = getattr(g, "cancel_scope", None)
-    active = getattr(g, "_active", None)
-    if active is False:
-        return "closed" if getattr(g, "_tasks", None) is not None and getattr(scope, "_host_task", None) is None else "new"
-    if scope is not None and getattr(scope, "_cancel_called", False):
+    entered = getattr(g, "_entered", None)
+    if entered is None:  # anyio 3: _active inside async with
+        if getattr(g, "_active", None) is False:
+            return "closed" if getattr(g, "_tasks", None) is not None and getattr(scope, "_host_task", None) is None else "new"
+        return "shutting down (cancelled)" if getattr(scope, "_cancel_called", False) else "open"
+    if not entered:
+        return "new"
+    if not getattr(scope, "_active", False):
+        return "closed"
+    waiting = getattr(g, "_on_completed_fut", None) is not None
+    if getattr(g, "_exceptions", None):
+        return "shutting down after an error" if waiting else "open, shutting down after an error"
+    if getattr(scope, "_cancel_called", False):
         return "shutting down (cancelled)"
-    return "open"
+    return "closing (waiting for children)" if waiting else "open"
+
+
+def group_finished(g: Any) -> tuple[list[tuple], int]:
+    """The finished children a group remembers (id, name, outcome, ended)
+    and how many ended in all: asyncio's in the group's ``__dict__``,
+    anyio's in its ``_ChildSet``."""
+    tasks = getattr(g, "_tasks", None)
+    if isinstance(tasks, _ChildSet):
+        return list(tasks.finished or ()), tasks.ended
+    d = getattr(g, "__dict__", {})
+    return list(d.get("_ls_finished") or ()), d.get("_ls_finished_count", 0)
 
 
 def group_parent(g: Any, rec: tuple) -> Any:
@@ -237,10 +358,12 @@ def group_children(g: Any) -> list[Any]:
         return []
 
 
-def loop_asyncgens(loop: Any) -> list[Any]:
+def loop_asyncgens(loop: Any) -> list[Any] | None:
+    """The loop's own set of live generators (BaseEventLoop's WeakSet), or
+    None when the loop keeps none Python can read (uvloop's)."""
     ws = getattr(loop, "_asyncgens", None)
     if ws is None:
-        return []
+        return None
     for _ in range(5):
         try:
             refs = list(ws.data)

@@ -207,14 +207,40 @@ def _describe_future(fut: Any) -> WaitTarget:
 _PRIMITIVE_WAITS = {
     ("Event", "wait"): ("event", lambda s: f"Event (set={s.is_set()})"),
     ("Lock", "acquire"): ("lock", lambda s: "Lock (locked)" if s.locked() else "Lock"),
-    ("Semaphore", "acquire"): ("semaphore", lambda s: f"Semaphore (value={s._value})"),
-    ("BoundedSemaphore", "acquire"): ("semaphore", lambda s: f"BoundedSemaphore (value={s._value})"),
+    ("Semaphore", "acquire"): ("semaphore", lambda s: f"Semaphore (value={_sem_value(s)})"),
+    ("BoundedSemaphore", "acquire"): ("semaphore", lambda s: f"BoundedSemaphore (value={_sem_value(s)})"),
     ("Condition", "wait"): ("condition", lambda s: "Condition"),
     ("Condition", "wait_for"): ("condition", lambda s: "Condition"),
     ("Queue", "get"): ("queue.get", lambda s: f"Queue.get (size {s.qsize()}/{s.maxsize or '∞'})"),
     ("Queue", "put"): ("queue.put", lambda s: f"Queue.put (size {s.qsize()}/{s.maxsize or '∞'})"),
     ("Barrier", "wait"): ("barrier", lambda s: f"Barrier ({s.n_waiting}/{s.parties})"),
+    # anyio (asyncio backend); a memory stream is described by its shared state
+    ("CapacityLimiter", "acquire"): ("limiter", lambda s: f"CapacityLimiter ({s.borrowed_tokens}/{_tokens(s.total_tokens)} borrowed)"),
+    ("MemoryObjectReceiveStream", "receive"): ("stream.receive", lambda s: f"MemoryObjectStream.receive ({_stream_size(s._state)})"),
+    ("MemoryObjectSendStream", "send"): ("stream.send", lambda s: f"MemoryObjectStream.send ({_stream_size(s._state)})"),
 }
+# which object a wait's description is about, when it is not the frame's self
+_DESCRIBED_OBJECT = {
+    "MemoryObjectReceiveStream": lambda s: s._state,
+    "MemoryObjectSendStream": lambda s: s._state,
+}
+# waits found by qualified name: "receive" and "send" are too common as
+# method names to read every such frame's locals
+_QUALIFIED_WAITS = frozenset({"MemoryObjectReceiveStream.receive", "MemoryObjectSendStream.send"})
+
+
+def _tokens(n: float) -> str:
+    return "∞" if n == float("inf") else str(int(n))
+
+
+def _stream_size(state: Any) -> str:
+    return f"size {len(state.buffer)}/{_tokens(state.max_buffer_size)}"
+
+
+def _sem_value(s: Any) -> Any:
+    """asyncio's Semaphore keeps ``_value``; anyio's adapter only has ``value``."""
+    v = getattr(s, "_value", None)
+    return v if v is not None else s.value
 
 
 _WAIT_METHODS = frozenset(m for _, m in _PRIMITIVE_WAITS) | {
@@ -226,7 +252,7 @@ _WAIT_METHODS = frozenset(m for _, m in _PRIMITIVE_WAITS) | {
 }
 
 
-wait_detail: Any = None  # callable(WaitTarget, primitive) or None
+wait_detail: Any = None  # callable(WaitTarget, primitive, outer frames) or None
 
 
 def waiting_on(task: Any) -> WaitTarget | None:
@@ -239,13 +265,13 @@ def waiting_on(task: Any) -> WaitTarget | None:
     if task.done():
         return None
     frames = [f for _c, f in _walk(task.get_coro())]
-    for frame in frames:
+    for i, frame in enumerate(frames):
         code = frame.f_code
         owner, _, meth = code.co_qualname.rpartition(".")
         # Reading f_locals gives a suspended frame a locals dict on 3.11/3.12
         # that lives as long as the frame: do it only for the few functions
         # whose ``self`` tells what is awaited.
-        if not owner or meth not in _WAIT_METHODS:
+        if not owner or (meth not in _WAIT_METHODS and code.co_qualname not in _QUALIFIED_WAITS):
             continue
         try:
             self_obj = frame.f_locals.get("self")
@@ -259,10 +285,11 @@ def waiting_on(task: Any) -> WaitTarget | None:
                 try:
                     target = WaitTarget(hit[0], hit[1](self_obj))
                 except Exception:  # noqa: BLE001
-                    return WaitTarget(hit[0], klass.__name__)
+                    target = WaitTarget(hit[0], klass.__name__)
                 if wait_detail is not None:  # set by agent/primitives.py: site, holder
                     try:
-                        wait_detail(target, self_obj)
+                        described = _DESCRIBED_OBJECT.get(klass.__name__)
+                        wait_detail(target, described(self_obj) if described is not None else self_obj, frames[:i])
                     except Exception:  # noqa: BLE001
                         pass
                 return target

@@ -15,6 +15,7 @@ import threading
 from asyncio import base_events
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ..model import LoopInfo
@@ -68,6 +69,9 @@ class LoopRegistry:
         self.steps_hooked = False
         self._states: dict[int, LoopState] = {}
         self._lock = threading.Lock()
+        #: Called with each loop as it starts running, on its thread (the
+        #: group tracker's async generator hook for uvloop).
+        self.running_hooks: list[Callable[[Any], None]] = []
 
     def states(self) -> list[tuple[Any, LoopState]]:
         out = []
@@ -115,6 +119,11 @@ class LoopRegistry:
         st.expected = 0.0
         if st.handle is None or st.handle.cancelled():
             self._beat(weakref.ref(st))
+        for hook in self.running_hooks:
+            try:
+                hook(loop)
+            except Exception as e:  # noqa: BLE001
+                self.tracker.note_error(e)
 
     def _beat(self, st_ref: Any) -> None:
         st = st_ref()

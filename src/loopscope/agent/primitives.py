@@ -41,6 +41,16 @@ counts it.  Readers use ``getattr``, never ``obj.__dict__``: reading
 ``__dict__`` gives an object a real dict for good, after which every
 ``async with`` on it costs 40 % more on 3.11 (17 % on 3.13).
 
+anyio (its asyncio backend): the public constructors of Lock, Semaphore,
+Event and CapacityLimiter (``__new__``, which returns the backend's object,
+or an adapter outside a loop), Condition's and a memory object stream
+pair's state's ``__init__`` register what the program makes, at its line;
+what anyio makes for itself (the Event of every task handle, the ones a
+Condition or stream makes per wait, the asyncio.Event inside each anyio
+Event) is rejected after one dictionary lookup once its creating code was
+judged (``anyio_verdict``).  Holders and waiters are read from anyio's own
+attributes: nothing else of anyio is patched.
+
 Objects that existed before the agent are found from the tasks waiting on
 them (``found_from_waiters``); their holder is known only if it acquired
 after the agent was installed.  After ``uninstall`` the global
@@ -53,8 +63,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import linecache
+import os
 import sys
 import time
+import typing
 import weakref
 from asyncio import locks, queues
 from collections.abc import Callable
@@ -112,6 +124,37 @@ KINDS: list[tuple[type, str]] = [
 
 _kinds: dict[type, str | None] = {}  # by class: kind_of runs for every primitive made
 
+# anyio's primitives are classes of ``anyio._core._synchronization`` (the
+# public names; the asyncio backend's classes and the adapters anyio makes
+# outside a running loop derive from them), plus the shared state of a
+# memory object stream pair.
+ANYIO_SYNC = "anyio._core._synchronization"
+ANYIO_NAMES = frozenset({"Lock", "Semaphore", "Event", "Condition", "CapacityLimiter"})
+ANYIO_STREAM_STATE = "_MemoryObjectStreamState"
+# What the agent patches in anyio, by module: (class, method) that
+# registers the object (anyio's TaskGroup is groups.py's).  ``anyio.Lock()``
+# is ``Lock.__new__`` returning the backend's Lock (or an adapter outside a
+# loop), which Python then initialises a second time: wrapping the public
+# ``__new__`` sees each object made through the public name once, with the
+# caller's frame right above, and anyio's own uses of the backend classes
+# (an Event in every task handle) not at all.
+ANYIO_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
+    ANYIO_SYNC: (("Lock", "__new__"), ("Semaphore", "__new__"), ("Event", "__new__"), ("CapacityLimiter", "__new__"), ("Condition", "__init__")),
+    "anyio.streams.memory": ((ANYIO_STREAM_STATE, "__init__"),),
+}
+
+
+_anyio_bases: set[type] = set()  # the public classes, once anyio._core._synchronization is patched
+
+
+def _is_anyio_base(c: type) -> bool:
+    """One of anyio's public primitive classes.  anyio renames the
+    ``__module__`` of some of them to "anyio" when it is imported: by
+    identity once the module was patched, else by name."""
+    if _anyio_bases:
+        return c in _anyio_bases
+    return c.__name__ in ANYIO_NAMES and c.__module__ in ("anyio", ANYIO_SYNC)
+
 
 def kind_of(obj: Any) -> str | None:
     cls = type(obj)
@@ -123,9 +166,100 @@ def kind_of(obj: Any) -> str | None:
     mod = cls.__module__ or ""
     if kind is None and mod.startswith("janus") and cls.__name__ in ("Queue", "PriorityQueue", "LifoQueue"):
         kind = "janus." + cls.__name__
+    if kind is None and mod.startswith("anyio"):
+        if cls.__name__ == ANYIO_STREAM_STATE:
+            kind = "anyio.MemoryObjectStream"
+        else:
+            kind = next((f"anyio.{c.__name__}" for c in cls.__mro__ if _is_anyio_base(c)), None)
     if len(_kinds) < 1000:
         _kinds[cls] = kind
     return kind
+
+
+# -- libraries whose own frames are not creation sites -----------------------------------
+#
+# janus and anyio build their primitives from asyncio's (and anyio from its
+# own): those are internals, shown through the object the user made.  Their
+# package directories are added here when they are patched.
+
+LIBRARY_DIRS: tuple[str, ...] = ()
+ANYIO_DIRS: tuple[str, ...] = ()
+_TYPING_FILE = typing.__file__  # create_memory_object_stream[int](...) goes through typing's __call__
+
+
+def add_library_dir(directory: str, anyio: bool = False) -> None:
+    global LIBRARY_DIRS, ANYIO_DIRS
+    if directory not in LIBRARY_DIRS:
+        LIBRARY_DIRS = (*LIBRARY_DIRS, directory)
+    if anyio and directory not in ANYIO_DIRS:
+        ANYIO_DIRS = (*ANYIO_DIRS, directory)
+
+
+def package_dir(module: Any) -> str:
+    """The top-level package directory of ``module`` (with a separator)."""
+    top = sys.modules.get(module.__name__.partition(".")[0])
+    path = getattr(top, "__file__", None) or module.__file__
+    return os.path.dirname(os.path.abspath(path)) + os.sep
+
+
+PLUMBING, INTERNAL, OWN = 0, 1, 2
+# Both caches below are keyed by id(code) and keep the code object alive:
+# hashing a code object hashes its bytecode and constants every time.
+_anyio_verdicts: dict[int, tuple[CodeType, int]] = {}
+
+
+def anyio_verdict(frame: Any) -> int:
+    """What an anyio frame on the way from an object's constructor to its
+    creator is: PLUMBING (``__new__``, ``create_*``: anyio passing the
+    user's call on, as ``create_task_group()`` does), INTERNAL (a method of
+    another primitive, such as ``Condition.wait`` making its Event) or OWN
+    (anyio making something for itself elsewhere, such as the Event of
+    every task handle).  Primitives are registered only past plumbing; a
+    task group anyio makes for itself is listed at anyio's line.  Kept per
+    code object (an ``__init__`` asked here makes another object than its
+    own, as stable as any method), so an anyio task spawn or a blocking
+    stream ``receive`` judges its frames once, not each time."""
+    code = frame.f_code
+    hit = _anyio_verdicts.get(id(code))
+    if hit is not None:
+        return hit[1]
+    if code.co_name == "__new__" or code.co_name.startswith("create_"):
+        verdict = PLUMBING
+    else:
+        try:
+            owner = frame.f_locals.get("self")
+        except Exception:  # noqa: BLE001
+            owner = None
+        state = getattr(owner, "_state", None) if owner is not None else None
+        inside = owner is not None and (kind_of(owner) is not None or (state is not None and kind_of(state) is not None))
+        verdict = INTERNAL if inside else OWN
+    if len(_anyio_verdicts) < 10_000:
+        _anyio_verdicts[id(code)] = (code, verdict)
+    return verdict
+
+
+_init_codes: dict[type, tuple[frozenset[int], tuple[CodeType, ...]]] = {}
+
+
+def own_init_codes(cls: type) -> frozenset[int]:
+    """The ids of the code of every ``__init__`` along ``cls``'s MRO (the
+    originals under our wrappers too): a library frame running one of them
+    may be the object's own constructor chain; any other is not, and its
+    locals need not be read to know it."""
+    hit = _init_codes.get(cls)
+    if hit is None:
+        found: list[CodeType] = []
+        for c in cls.__mro__:
+            fn = c.__dict__.get("__init__")
+            while fn is not None:
+                code = getattr(fn, "__code__", None)
+                if code is not None:
+                    found.append(code)
+                fn = getattr(fn, "__wrapped__", None)
+        hit = (frozenset(map(id, found)), tuple(found))
+        if len(_init_codes) < 1000:
+            _init_codes[cls] = hit
+    return hit[0]
 
 
 # -- holders: statements compiled into asyncio's acquire/release --------------------------
@@ -489,7 +623,6 @@ class PrimitiveTracker:
         self.objects: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._patches: list[tuple[Any, str, Any]] = []
         self.installed = False
-        self._skip_dirs: tuple[str, ...] = ()
         # how holders are recorded, per class: "code" or "descriptor"
         self.holders_via: dict[str, str] = {}
 
@@ -567,7 +700,12 @@ class PrimitiveTracker:
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             orig(self, *args, **kwargs)
             try:
-                pt.register(self, _getframe(1))
+                caller = _getframe(1)
+                hit = _anyio_verdicts.get(id(caller.f_code))
+                # made by anyio code already judged (the asyncio.Event in
+                # every anyio Event): one lookup, not the walk
+                if hit is None or hit[1] == PLUMBING or id(caller.f_code) in own_init_codes(type(self)):
+                    pt.register(self, caller)
             except Exception as e:  # noqa: BLE001
                 pt.note_error(e)
 
@@ -576,19 +714,64 @@ class PrimitiveTracker:
         __init__.__doc__ = orig.__doc__
         self._set(cls, "__init__", __init__)
 
+    def _wrap_new(self, cls: type) -> None:
+        """``__new__`` (a static method) of a class whose constructor
+        returns an object of another class (anyio's public primitives)."""
+        orig = cls.__dict__["__new__"]
+        func = orig.__func__ if isinstance(orig, staticmethod) else orig
+        pt = self
+
+        def __new__(klass: type, *args: Any, **kwargs: Any) -> Any:
+            obj = func(klass, *args, **kwargs)
+            try:
+                caller = _getframe(1)
+                hit = _anyio_verdicts.get(id(caller.f_code))
+                # anyio's own (the Event of every task handle): one lookup
+                if hit is None or hit[1] == PLUMBING:
+                    pt.register(obj, caller)
+            except Exception as e:  # noqa: BLE001
+                pt.note_error(e)
+            return obj
+
+        __new__.__wrapped__ = func  # type: ignore[attr-defined]
+        __new__.__qualname__ = func.__qualname__
+        __new__.__doc__ = func.__doc__
+        self._set(cls, "__new__", staticmethod(__new__))
+
     def patch_janus(self, module: Any) -> None:
         """janus.Queue: registered as one queue (its asyncio Lock and
         Conditions are its internals, not listed on their own)."""
         cls = getattr(module, "Queue", None)
         if not isinstance(cls, type) or "__init__" not in cls.__dict__ or any(p[0] is cls for p in self._patches):
             return
-        self._skip_dirs = (*self._skip_dirs, module.__file__.rsplit("/", 1)[0] + "/")
+        add_library_dir(package_dir(module))
         self._wrap_init(cls)
+
+    def patch_anyio(self, module: Any) -> None:
+        """anyio's primitives (ANYIO_CLASSES, by module): registered with
+        the user's line.  Only creation is patched; holders and waiters are
+        read from anyio's own attributes when asked."""
+        try:
+            add_library_dir(package_dir(module), anyio=True)
+            if module.__name__ == ANYIO_SYNC:
+                _anyio_bases.update(c for c in (getattr(module, n, None) for n in ANYIO_NAMES) if isinstance(c, type))
+                _kinds.clear()
+            for name, method in ANYIO_CLASSES.get(module.__name__, ()):
+                cls = getattr(module, name, None)
+                if isinstance(cls, type) and method in cls.__dict__ and not any(p[0] is cls for p in self._patches):
+                    (self._wrap_new if method == "__new__" else self._wrap_init)(cls)
+        except Exception as e:  # noqa: BLE001
+            self.note_error(e)
 
     def register(self, obj: Any, frame: Any) -> None:
         """Called from __init__: find the creating user frame and record it.
-        Objects whose first non-loopscope creator is asyncio itself (or janus)
-        are internals of another primitive: not registered."""
+
+        Objects whose first non-loopscope creator is asyncio, janus or
+        anyio itself are their internals (a Condition's Lock, an anyio
+        Event's asyncio.Event, the Event of each anyio task handle): not
+        registered.  anyio's constructor plumbing (``anyio.Lock()`` goes
+        through ``Lock.__new__`` and the backend's ``create_lock``) is
+        passed over to the user's line."""
         f = frame
         skip_get = _skip_cache.get
         chained = False
@@ -597,14 +780,17 @@ class PrimitiveTracker:
             s = skip_get(fn)
             if s is None:
                 s = _is_skipped(fn)
-            if not s and not (self._skip_dirs and fn.startswith(self._skip_dirs)):
+            lib = bool(LIBRARY_DIRS) and fn.startswith(LIBRARY_DIRS)
+            if not s and not lib:
+                if fn == _TYPING_FILE:  # a generic class called subscripted
+                    f = f.f_back
+                    continue
                 break
-            if fn.startswith(ASYNCIO_DIR) or (self._skip_dirs and fn.startswith(self._skip_dirs)):
-                # created by asyncio/janus internals, unless that is a
-                # subclass __init__ chain of the object itself
-                if f.f_code.co_name != "__init__" or f.f_locals.get("self") is not obj:
-                    return
-                chained = True
+            if fn.startswith(ASYNCIO_DIR) or lib:
+                if id(f.f_code) in own_init_codes(type(obj)) and f.f_locals.get("self") is obj:
+                    chained = True  # a subclass __init__ chain of the object itself
+                elif not (ANYIO_DIRS and fn.startswith(ANYIO_DIRS) and anyio_verdict(f) == PLUMBING):
+                    return  # made by asyncio's, janus's or anyio's own code
             f = f.f_back
         if chained and obj in self.objects:  # another patched __init__ of the chain registered it
             return
@@ -669,15 +855,114 @@ def holders_of(obj: Any) -> tuple[list[tuple[Any, float | None, int]], bool]:
     kind = kind_of(obj) or ""
     if kind.startswith("janus."):
         return holders_of(obj._async_mutex)
-    mod = type(obj).__module__ or ""
-    if mod.startswith("anyio") and hasattr(obj, "_owner_task"):
-        t = obj._owner_task
-        return ([(t, None, id(t))] if t is not None else []), True
+    if kind.startswith("anyio."):
+        return anyio_holders(kind, obj)
     return [], True
 
 
+# -- anyio: everything read from anyio's own attributes -----------------------------------
+#
+# On the asyncio backend anyio keeps what a reader needs: a Lock its owner
+# task and (task, future) waiters, a Semaphore its value and waiter
+# futures, an Event an asyncio.Event, a CapacityLimiter its borrowers and
+# an asyncio.Event per waiting borrower, a Condition its Lock and one anyio
+# Event per waiter, a memory object stream pair its buffer and one anyio
+# Event per blocked sender or receiver.  Outside a running loop anyio makes
+# adapters whose backend object appears at first use.  A Semaphore's
+# holders are not recorded by anyio (and recording them would mean patching
+# acquire and release): unknown.
+
+_ADAPTED = ("_internal_lock", "_internal_semaphore", "_internal_event", "_internal_limiter")
+_NONE = object()
+
+
+def anyio_backend(obj: Any) -> Any:
+    """The backend object behind an anyio adapter (None before its first
+    use), or ``obj`` itself."""
+    for attr in _ADAPTED:
+        inner = getattr(obj, attr, _NONE)
+        if inner is not _NONE:
+            return inner
+    return obj
+
+
+def anyio_holders(kind: str, obj: Any) -> tuple[list[tuple[Any, float | None, int]], bool]:
+    if kind == "anyio.Condition":
+        lock = getattr(obj, "_lock", None)
+        return anyio_holders("anyio.Lock", lock) if lock is not None else ([], True)
+    inner = anyio_backend(obj)
+    if inner is None:
+        return [], True
+    if kind == "anyio.Lock":
+        t = getattr(inner, "_owner_task", None)
+        return ([(t, None, id(t))] if t is not None else []), True
+    if kind == "anyio.CapacityLimiter":
+        borrowers = list(getattr(inner, "_borrowers", None) or ())
+        tasks = [b for b in borrowers if isinstance(b, _Task)]
+        return [(t, None, id(t)) for t in tasks], len(tasks) == len(borrowers)
+    if kind == "anyio.Semaphore":
+        return [], getattr(inner, "_value", 0) == getattr(inner, "_max_value", None)
+    return [], True
+
+
+def _event_futures(event: Any) -> list[Any]:
+    """The waiter futures of an anyio Event (through its asyncio.Event)."""
+    inner = anyio_backend(event)
+    aio = getattr(inner, "_event", None) if inner is not None else None
+    return list(getattr(aio, "_waiters", None) or ())
+
+
+def anyio_waiters(kind: str, obj: Any) -> list[tuple[str, list[Any]]]:
+    if kind == "anyio.MemoryObjectStream":
+        receivers = [f for ev in list(obj.waiting_receivers) for f in _event_futures(ev)]
+        senders = [f for ev in list(obj.waiting_senders) for f in _event_futures(ev)]
+        return [("receive", receivers), ("send", senders)]
+    if kind == "anyio.Condition":
+        waits = [f for ev in list(obj._waiters) for f in _event_futures(ev)]
+        return [("wait", waits), *anyio_waiters("anyio.Lock", obj._lock)]
+    if kind == "anyio.Event":
+        return [("wait", _event_futures(obj))]
+    inner = anyio_backend(obj)
+    if inner is None:
+        return []
+    if kind == "anyio.Lock":
+        return [("acquire", list(inner._waiters))]  # (task, future) pairs
+    if kind == "anyio.Semaphore":
+        return [("acquire", list(inner._waiters))]
+    if kind == "anyio.CapacityLimiter":
+        return [("acquire", [f for ev in list(inner._wait_queue.values()) for f in list(ev._waiters or ())])]
+    return []
+
+
+def anyio_state(kind: str, obj: Any) -> dict[str, Any]:
+    st: dict[str, Any] = {}
+    if kind in ("anyio.Lock", "anyio.Condition"):
+        st["locked"] = bool(obj.locked())
+        st["text"] = "locked" if st["locked"] else "unlocked"
+    elif kind == "anyio.Semaphore":
+        value = obj.value
+        st["value"] = value
+        top = obj.max_value
+        st["text"] = f"value={value}" + (f"/{top}" if top is not None else "")
+    elif kind == "anyio.Event":
+        st["set"] = bool(obj.is_set())
+        st["text"] = "set" if st["set"] else "not set"
+    elif kind == "anyio.CapacityLimiter":
+        st["text"] = f"{obj.borrowed_tokens}/{_count(obj.total_tokens)} tokens borrowed"
+    elif kind == "anyio.MemoryObjectStream":
+        size, top = len(obj.buffer), obj.max_buffer_size
+        st["size"], st["maxsize"] = size, (top if top != float("inf") else 0)
+        st["text"] = f"size {size}/{_count(top)}, {obj.open_send_channels} send / {obj.open_receive_channels} receive ends open"
+    return st
+
+
+def _count(n: float) -> str:
+    return "∞" if n == float("inf") else str(int(n))
+
+
 def waiter_deques(obj: Any) -> list[tuple[str, Any]]:
-    """(role, deque of futures) for the tasks blocked on ``obj``."""
+    """(role, deque of futures) for the tasks blocked on ``obj``; anyio's
+    Lock gives (task, future) pairs."""
     if isinstance(obj, queues.Queue):
         return [("get", obj._getters), ("put", obj._putters)]
     if isinstance(obj, locks.Barrier):
@@ -695,21 +980,14 @@ def waiter_deques(obj: Any) -> list[tuple[str, Any]]:
             ("put", obj._async_not_full._waiters),
             ("acquire", obj._async_mutex._waiters),
         ]
-    mod = type(obj).__module__ or ""
-    if mod.startswith("anyio") and hasattr(obj, "_waiters"):
-        return [("acquire", _AnyioWaiters(obj._waiters))]
+    if kind.startswith("anyio."):
+        return anyio_waiters(kind, obj)
     return []
 
 
-class _AnyioWaiters:
-    """anyio's Lock keeps (task, future) pairs; present them as futures."""
-
-    def __init__(self, pairs: Any) -> None:
-        self.pairs = list(pairs or ())
-
-    def __iter__(self) -> Any:
-        for item in self.pairs:
-            yield item[1] if isinstance(item, tuple) else item
+def future_of(entry: Any) -> Any:
+    """A waiter entry as a future: anyio's Lock keeps (task, future) pairs."""
+    return entry[1] if isinstance(entry, tuple) else entry
 
 
 def waiters_of(obj: Any) -> list[tuple[str, Any, Any, float | None]]:
@@ -718,11 +996,11 @@ def waiters_of(obj: Any) -> list[tuple[str, Any, Any, float | None]]:
     for role, dq in waiter_deques(obj):
         if not dq:
             continue
-        pairs = getattr(dq, "pairs", None)
-        for i, fut in enumerate(list(dq)):
+        for entry in list(dq):
+            fut = future_of(entry)
             if fut.done():
                 continue
-            task = pairs[i][0] if pairs and isinstance(pairs[i], tuple) else _task_of_future(fut)
+            task = entry[0] if isinstance(entry, tuple) else _task_of_future(fut)
             if task is None:
                 continue
             # A waiting task has been waiting since the end of its last step
@@ -758,19 +1036,23 @@ def state_of(obj: Any) -> dict[str, Any]:
             unfinished = getattr(obj, "_unfinished_tasks", None)
             if unfinished:
                 st["text"] += f", {unfinished} unfinished"
-        elif hasattr(obj, "_owner_task"):
-            st["locked"] = obj._owner_task is not None
-            st["text"] = "locked" if st["locked"] else "unlocked"
+        elif (kind_of(obj) or "").startswith("anyio."):
+            st = anyio_state(kind_of(obj) or "", obj)
     except Exception:  # noqa: BLE001
         st.setdefault("text", "?")
     return st
+
+
+# anyio's memory object streams: the frame a blocked receive or send waits in
+ANYIO_STREAM_WAITS = frozenset({"MemoryObjectReceiveStream.receive", "MemoryObjectSendStream.send"})
 
 
 def primitive_of_frame(frame: Any) -> Any:
     """The primitive a suspended wait frame belongs to (``self``), if any."""
     code = frame.f_code
     owner, _, meth = code.co_qualname.rpartition(".")
-    if not owner or meth not in ("acquire", "wait", "wait_for", "get", "put", "_block", "_wait"):
+    stream = code.co_qualname in ANYIO_STREAM_WAITS
+    if not owner or (meth not in ("acquire", "wait", "wait_for", "get", "put", "_block", "_wait") and not stream):
         return None
     try:
         self_obj = frame.f_locals.get("self")
@@ -778,13 +1060,13 @@ def primitive_of_frame(frame: Any) -> Any:
         return None
     if self_obj is None:
         return None
+    if stream:
+        return getattr(self_obj, "_state", None)
     if kind_of(self_obj) is not None:
         return self_obj
     mod = type(self_obj).__module__ or ""
     if mod.startswith("janus") and hasattr(self_obj, "_parent"):
         return self_obj._parent
-    if mod.startswith("anyio") and hasattr(self_obj, "_owner_task"):
-        return self_obj
     return None
 
 
@@ -797,13 +1079,39 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def wait_detail(target: Any, obj: Any) -> None:
+def unregistered_origin(kind: str) -> str:
+    """Why a primitive is not in the registry: made before the agent, or
+    (anyio's) made by anyio for itself, which is not listed on its own."""
+    return "created by anyio itself or before loopscope" if kind.startswith("anyio.") else "created before loopscope"
+
+
+def adapter_above(outer: list[Any], obj: Any) -> Any:
+    """The anyio adapter whose backend object ``obj`` is, if the wait went
+    through one: ``anyio.Lock()`` made outside a loop is a LockAdapter,
+    whose ``__aenter__`` awaits its backend Lock's ``acquire`` directly.
+    ``outer`` are the frames above the wait, outermost first; only anyio's
+    adapter frames right above it are read."""
+    for frame in reversed(outer):
+        code = frame.f_code
+        if not (ANYIO_DIRS and code.co_filename.startswith(ANYIO_DIRS)):
+            return None
+        if code.co_qualname.rpartition(".")[0].endswith("Adapter"):
+            try:
+                adapter = frame.f_locals.get("self")
+            except Exception:  # noqa: BLE001
+                return None
+            if adapter is not None and anyio_backend(adapter) is obj:
+                return adapter
+    return None
+
+
+def wait_detail(target: Any, obj: Any, outer: list[Any] | None = None) -> None:
     """Rewrite a WaitTarget's description with the creation site and holder
     (used by introspect.waiting_on for ps/inspect)."""
     pt = _active
     if pt is None:
         return
-    owner = obj
+    owner = (adapter_above(outer, obj) if outer else None) or obj
     try:
         rec = pt.objects.get(owner)
     except TypeError:
@@ -816,14 +1124,16 @@ def wait_detail(target: Any, obj: Any) -> None:
     elif rec is not None:
         where = "created outside any user code"
     else:
-        where = "created before loopscope"
+        where = unregistered_origin(kind)
     first, _, rest = target.description.partition(" ")
     name = kind + ("." + first.rsplit(".", 1)[1] if "." in first else "")
     desc = f"{name} ({where})"
     target.object_id = hex(id(owner))
-    if target.kind in ("lock", "semaphore"):
+    if target.kind in ("lock", "semaphore", "limiter"):
         holders, known = holders_of(owner)
         now = _monotonic()
+        if target.kind == "limiter" and rest:
+            desc += " " + rest
         if holders:
             parts = []
             for t, since, tid in holders[:3]:
@@ -838,6 +1148,10 @@ def wait_detail(target: Any, obj: Any) -> None:
             desc += " held by " + ", ".join(parts)
             if holders[0][0] is not None:
                 target.holder_id = hex(id(holders[0][0]))
+        elif not known and kind == "anyio.Semaphore":
+            desc += f" {rest} (anyio does not record who holds its permits)".replace("  ", " ")
+        elif not known and target.kind == "limiter":
+            desc += " (borrowed on behalf of objects that are not tasks)"
         elif not known:
             desc += " held by an unknown task (acquired before loopscope was installed)"
         elif kind_of(owner) in ("Semaphore", "BoundedSemaphore"):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model import AsyncGenInfo, Deadlock, DeadlockReport, Frame, GroupInfo, PrimitiveInfo, Suspect, TaskRef, WaitEdge
 from . import primitives as P
-from .groups import group_children, group_parent, group_state, loop_asyncgens
+from .groups import group_children, group_finished, group_parent, group_state, loop_asyncgens
 from .introspect import _walk, coro_frames
 from .loops import live_tasks
 
@@ -56,9 +56,10 @@ def _user_line(task: Any) -> Frame | None:
         frames = coro_frames(task.get_coro())
     except Exception:  # noqa: BLE001
         return None
+    lib = P.LIBRARY_DIRS
     for f in frames:
         fn = f.filename
-        if not fn.startswith(_ASYNCIO_DIR) and "/janus/" not in fn and "/anyio/" not in fn:
+        if not fn.startswith(_ASYNCIO_DIR) and not (lib and fn.startswith(lib)):
             return f
     return frames[0] if frames else None
 
@@ -127,7 +128,7 @@ class View:
         for obj, _ in reg:
             for _role, dq in P.waiter_deques(obj):
                 for f in dq or ():
-                    known_futs.add(id(f))
+                    known_futs.add(id(P.future_of(f)))
         self.find_untracked(known_futs)
         out = list(reg)
         for oid, obj in self._found.items():
@@ -266,7 +267,7 @@ class View:
         if rec is not None and rec[1] is not None:
             s = self.agent.introspector.interner.site((rec[1], rec[2]))
             return f"{kind} (created at {s.filename}:{s.lineno})"
-        return f"{kind} (created before loopscope)" if rec is None else kind
+        return f"{kind} ({P.unregistered_origin(kind)})" if rec is None else kind
 
     def deadlocks(self, heuristics: bool = True) -> DeadlockReport:
         raw, nodes, recs, n_edges = self.cycles()
@@ -332,7 +333,7 @@ class View:
         candidates: dict[int, tuple[Any, tuple | None, list]] = {}
         for obj, rec in prims:
             try:
-                ws = [(role, t, since) for role, t, _f, since in P.waiters_of(obj) if role in ("wait", "get", "put")]
+                ws = [(role, t, since) for role, t, _f, since in P.waiters_of(obj) if role in ("wait", "get", "put", "receive", "send")]
             except Exception:  # noqa: BLE001
                 continue
             if ws and not isinstance(obj, asyncio.Barrier):
@@ -431,25 +432,32 @@ class View:
         if parent is not None:
             info.parent_id, info.parent_name = _oid(parent), parent.get_name()
         origin_of = self.agent.tracker.origin_of
+        # A child is in the ring once its done callback ran, and may still
+        # be in the group's set then; a pending child with the same id is
+        # another task at the freed one's address.
+        done_ids: set[int] = set()
         for t in group_children(g):
             o = origin_of(t)
             since = o[4] if o is not None else None
             info.children.append(self.ref(t, "child", since))
-        d = getattr(g, "__dict__", {})
-        ring = list(d.get("_ls_finished") or ())
-        live_ids = {c.task_id for c in info.children}
+            if t.done():
+                done_ids.add(id(t))
+        ring, ended_count = group_finished(g)
         for tid, name, state, ended in ring:
-            if hex(tid) in live_ids:
+            if tid in done_ids:
                 continue
             info.children.append(TaskRef(hex(tid), name, state, "child", self.wall(ended), self.now - ended))
-        info.finished_dropped = max(0, d.get("_ls_finished_count", 0) - len(ring))
+        info.finished_dropped = max(0, ended_count - len(ring))
         return info
 
     def asyncgens(self) -> list[AsyncGenInfo]:
         gt = self.agent.group_tracker
         out = []
         for loop, st in self.agent.loops.states():
-            for agen in loop_asyncgens(loop):
+            agens = loop_asyncgens(loop)
+            if agens is None:  # uvloop: its set is not readable; the agent's hook recorded them
+                agens = gt.agens_of(loop) if gt is not None else []
+            for agen in agens:
                 try:
                     out.append(self.agen_info(agen, gt.agen_record(agen) if gt else None, st.id))
                 except Exception as e:  # noqa: BLE001

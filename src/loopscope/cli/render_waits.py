@@ -48,17 +48,31 @@ def _where(r: Json) -> str:
     return f" at {w['filename']}:{w['lineno']}" if w else ""
 
 
+def unknown_holders(kind: str) -> str:
+    """Why a primitive's holders are not known."""
+    if kind == "anyio.Semaphore":
+        return "not recorded by anyio"
+    if kind == "anyio.CapacityLimiter":
+        return "borrowed on behalf of non-tasks"
+    return "unknown (acquired before loopscope)"
+
+
+def unknown_site(kind: str) -> str:
+    """What a primitive without a creation record is."""
+    return "(created by anyio itself or before loopscope)" if kind.startswith("anyio.") else "(created before loopscope)"
+
+
 def primitives(prims: list[Json], long: bool = False) -> str:
     rows = []
     for p in prims:
         if p.get("holders"):
             holders = ", ".join(f"{h.get('task_name') or h['task_id']}" + (f" {fmt_age(h.get('for_s'))}" if h.get("for_s") is not None else "") + ("" if h["state"] == "pending" else f" ({h['state']})") for h in p["holders"])
         elif not p.get("holders_known", True):
-            holders = "unknown (acquired before loopscope)"
+            holders = unknown_holders(p["kind"])
         else:
             holders = "-"
         waiters = ", ".join(f"{w.get('task_name') or w['task_id']}" + (f" [{w['role']}]" if w.get("role") not in (None, "acquire", "wait") else "") + (f" {fmt_age(w.get('for_s'))}" if w.get("for_s") is not None else "") for w in p.get("waiters") or []) or "-"
-        site = p.get("site") or "(created before loopscope)"
+        site = p.get("site") or unknown_site(p["kind"])
         rows.append([p["kind"], p["id"], p["state"], holders, waiters, site])
     return table(["kind", "id", "state", "holders", "waiters", "created at"], rows, None if long else {3: 40, 4: 50, 5: 60})
 

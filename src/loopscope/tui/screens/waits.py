@@ -28,6 +28,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
+from ...cli.render_waits import unknown_holders, unknown_site
 from ...client.errors import ClientError
 from ..datasource import Unavailable
 from ..format import fmt_age, fmt_time
@@ -169,11 +170,11 @@ class PrimitivesPane(WaitPane):
     def _cells(it: PrimLine) -> list[str]:
         p = it.prim
         if it.task is None:
-            site = p.get("site") or "(created before loopscope)"
+            site = p.get("site") or unknown_site(p.get("kind", ""))
             return [p.get("kind", "?"), p.get("id", "?"), p.get("state", "?"), fmt_age(p.get("age")) if p.get("age") is not None else "", "", site]
         t = it.task
         if not t:  # holder not known
-            return ["", "  holder: unknown", "acquired before loopscope", "", "", ""]
+            return ["", "  holder: unknown", unknown_holders(p.get("kind", "")).removeprefix("unknown (").removesuffix(")"), "", "", ""]
         who = f"  {it.role}: {_name(t)}"
         state = t.get("state") or ""
         role = f"{state}" if state == "pending" else f"{state} (!)"
