@@ -129,3 +129,13 @@ def test_anyio_lock_deadlock(ls):
     for e in by_task.values():
         w = e["task"]["where"]
         assert f"{w['filename']}:{w['lineno']}" == where(S, "deadlock-waits")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tasks_anyio_spawns_are_created_at_start_soon(ls, backend):
+    """A task made by ``tg.start_soon`` was created at the user's
+    ``start_soon`` line, not in anyio's ``_spawn``."""
+    prog = _start(ls, backend)
+    tasks = {t["name"]: t for t in ls.ok("ps", prog.pid, "--json").json()["tasks"]}
+    assert tasks["leaf-1"]["site"] == f"nester {where(S, 'leaf-1')}", tasks["leaf-1"]
+    assert "/anyio/" not in tasks["receiver"]["site"], tasks["receiver"]

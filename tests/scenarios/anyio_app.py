@@ -73,7 +73,7 @@ async def shielded():
 
 async def nester(started):
     async with anyio.create_task_group() as inner:  # LINE:inner-group
-        inner.start_soon(anyio.sleep, FOREVER, name="leaf-1")
+        inner.start_soon(anyio.sleep, FOREVER, name="leaf-1")  # LINE:leaf-1
         inner.start_soon(anyio.sleep, FOREVER, name="leaf-2")
         started.set()
 

@@ -43,7 +43,7 @@ from asyncio import base_events, taskgroups
 from typing import Any
 
 from . import primitives
-from .tracker import _is_skipped, _skip_cache
+from .tracker import _is_skipped, _skip_cache, skip_for_task_sites
 
 _monotonic = time.monotonic
 _getframe = sys._getframe
@@ -204,6 +204,7 @@ class GroupTracker:
         """anyio's asyncio-backend TaskGroup (``anyio._backends._asyncio``)."""
         try:
             primitives.add_library_dir(primitives.package_dir(module), anyio=True)
+            skip_for_task_sites(primitives.package_dir(module))
             cls = getattr(module, "TaskGroup", None)
             if isinstance(cls, type) and "__init__" in cls.__dict__ and not any(p[0] is cls for p in self._patches):
                 self._wrap_group_init(cls, "anyio.TaskGroup")

@@ -106,16 +106,7 @@ def _caller_frames(depth: int) -> tuple:
     called the factory (``loop.create_task``); the walk then skips asyncio's
     and loopscope's frames.
     """
-    f: FrameType | None = _getframe(3)
-    skip_get = _skip_cache.get
-    while f is not None:
-        fn = f.f_code.co_filename
-        s = skip_get(fn)
-        if s is None:
-            s = _is_skipped(fn)
-        if not s:
-            break
-        f = f.f_back
+    f = _first_user_frame(_getframe(3))
     if f is None:
         return ()
     if depth == 1:
@@ -569,13 +560,28 @@ def _code_skipped(code: CodeType) -> bool:
     if entry is not None and entry[0] is code:
         return entry[1]
     fn = code.co_filename
-    skipped = fn.startswith(_SKIP_DIRS) or fn == "<frozen runpy>"
+    skipped = fn.startswith(_SKIP_DIRS) or fn == "<frozen runpy>" or (bool(_SITE_SKIP_DIRS) and fn.startswith(_SITE_SKIP_DIRS))
     if len(_code_skip) < 10_000:
         _code_skip[id(code)] = (code, skipped)
     return skipped
 
 
 _code_skip: dict[int, tuple[CodeType, bool]] = {}
+#: Libraries that create tasks for their users (anyio's ``start_soon``):
+#: their frames are passed over when finding a task's creation site.
+_SITE_SKIP_DIRS: tuple[str, ...] = ()
+
+
+def skip_for_task_sites(directory: str) -> None:
+    """Pass over ``directory``'s frames when finding where a task was
+    created: the site of a task anyio spawns is the user's ``start_soon``,
+    not anyio's ``_spawn``.  The walk costs only the tasks such a library
+    makes (the per-code verdict is cached); the cache is emptied so that
+    codes judged before count too."""
+    global _SITE_SKIP_DIRS
+    if directory not in _SITE_SKIP_DIRS:
+        _SITE_SKIP_DIRS = (*_SITE_SKIP_DIRS, directory)
+        _code_skip.clear()
 
 
 def _first_user_frame(f: FrameType | None) -> FrameType | None:
