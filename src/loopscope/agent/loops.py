@@ -181,12 +181,8 @@ class LoopRegistry:
         self.tracker.metrics.clear()
 
     def created_count(self, loop: Any) -> int:
-        factory = real_factory(loop)
-        counter = getattr(factory, "loopscope_created", None)
-        if counter is None:
-            return 0
-        # itertools.count's repr is the only read that does not advance it
-        return int(repr(counter)[6:-1]) - 1
+        counter = creation_counter(loop)
+        return 0 if counter is None else counted(counter)
 
     def info(self, loop: Any, st: LoopState, live: int | None = None) -> LoopInfo:
         running = loop.is_running()
@@ -220,6 +216,18 @@ def real_factory(loop: Any) -> Any:
         return loop._task_factory
     getter = getattr(type(loop).get_task_factory, "loopscope_original", None)
     return getter(loop) if getter is not None else loop.get_task_factory()
+
+
+def creation_counter(loop: Any) -> Any:
+    """Our factory's ``itertools.count`` of the tasks it made on ``loop``
+    (None if the loop's factory is not ours)."""
+    return getattr(real_factory(loop), "loopscope_created", None)
+
+
+def counted(counter: Any) -> int:
+    """How many tasks a creation counter has counted: its repr is the
+    only read of an ``itertools.count`` that does not advance it."""
+    return int(repr(counter)[6:-1]) - 1
 
 
 def live_tasks(loop: Any) -> list[Any]:

@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable
 from itertools import compress, count, repeat
 from typing import Any
 
-from .loops import live_task_set, real_factory
+from .loops import counted, creation_counter, live_task_set
 
 #: Tasks per C-level pass: about a millisecond of GIL on a slow machine.
 CHUNK = 4096
@@ -438,10 +438,10 @@ def _creation_mark(loop: Any) -> Any:
     """Something that changes whenever the loop's task factory makes a
     task: our factory's counter and its value; None if the factory is not
     ours (then nothing says when a task was made)."""
-    counter = getattr(real_factory(loop), "loopscope_created", None)
+    counter = creation_counter(loop)
     if counter is None:
         return None
-    return counter, repr(counter)  # itertools.count's repr is the only read that does not advance it
+    return counter, counted(counter)
 
 
 def _scan_due(cur: Cursor, loop: Any, st: Any) -> bool:
