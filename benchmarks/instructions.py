@@ -6,13 +6,15 @@ Usage::
 
     python benchmarks/instructions.py [--workload spawn|pingpong|aiohttp|locks] [--n 20000] VARIANT...
 
-VARIANT is ``plain``, ``floor`` or ``loopscope``, the last followed by
+VARIANT is ``plain``, ``floor``, ``trackfloor[_ends]`` or ``loopscope``, the last followed by
 optional switches joined with ``_``: ``nometrics`` (no step hook),
 ``nofactory`` (our task factory removed after install: the step hook alone),
 ``norun`` (asyncio's own ``Handle._run`` restored: the factory alone),
 ``noprims`` (no primitive tracking).  ``floor`` is plain asyncio with the
 least a per-step timer can do (two clock reads and one histogram increment
 per callback): no exact step metrics can cost less than that.
+``trackfloor`` is the same bound for task tracking (see
+``_install_tracking_floor``), ``trackfloor_ends`` with end records.
 
 The ``aiohttp`` workload is a real aiohttp server answering keep-alive
 requests from 8 raw clients in the same process (the unit is one request,
@@ -117,6 +119,44 @@ def _install_floor() -> None:
     asyncio.events.Handle._run = _run  # type: ignore[method-assign]
 
 
+def _install_tracking_floor(ends: bool) -> None:
+    """The least any pure-Python task tracker can do: ``asyncio.create_task``
+    replaced by one function that makes a one-slot Task subclass and stores
+    the caller's code, offset, parent and time; with ``ends``, a ``__del__``
+    that appends one small tuple to a ring.  No creation chain, no names,
+    no counters, no error handling: a bound, not a design."""
+    import collections
+    import time
+
+    getframe = sys._getframe
+    running = asyncio.events._get_running_loop
+    current = asyncio.current_task
+    clock = time.monotonic
+    ring: collections.deque = collections.deque(maxlen=1000)
+    task_del = asyncio.Task.__del__
+
+    class Slot(asyncio.Task):  # type: ignore[misc]
+        __slots__ = ("_o",)
+
+    class Ended(Slot):
+        __slots__ = ()
+
+        def __del__(self) -> None:
+            ring.append((id(self), self._o, self._state))
+            task_del(self)
+
+    cls = Ended if ends else Slot
+
+    def create_task(coro, *, name=None, context=None):  # type: ignore[no-untyped-def]
+        loop = running()
+        task = cls(coro, loop=loop, name=name, context=context)
+        f = getframe(1)
+        task._o = (f.f_code, f.f_lasti, current(loop), clock())
+        return task
+
+    asyncio.create_task = asyncio.tasks.create_task = create_task  # type: ignore[assignment]
+
+
 WORKLOADS = {"spawn": _spawn, "pingpong": _pingpong, "aiohttp": _aiohttp}
 
 
@@ -124,6 +164,8 @@ def child(variant: str, workload: str, n: int) -> None:
     parts = variant.split("_")
     if parts[0] == "floor":
         _install_floor()
+    if parts[0] == "trackfloor":
+        _install_tracking_floor(ends="ends" in parts)
     if parts[0] == "loopscope":
         import loopscope
 
@@ -166,6 +208,30 @@ def count(variant: str, workload: str, n: int) -> int:
     return int(m.group(1).replace(",", ""))
 
 
+def wall(variants: list[str], workload: str, n: int, runs: int) -> int:
+    """Microseconds per unit by the clock: each variant's run minus its
+    run with 0 units, variants interleaved, median of ``runs``."""
+    import statistics
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "0"}
+
+    def timed(v: str, k: int) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--child", v, workload, str(k)], env=env, check=True)
+        return time.perf_counter() - start
+
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(runs):
+        for v in variants:
+            samples[v].append((timed(v, n) - timed(v, 0)) / n * 1e6)
+    base = statistics.median(samples[variants[0]])
+    for v in variants:
+        med = statistics.median(samples[v])
+        print(f"{workload:8s} {v:24s} {med:8.2f} us per unit  {med / base:.2f}x  (min {min(samples[v]):.2f}, max {max(samples[v]):.2f})")
+    return 0
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
@@ -173,8 +239,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", choices=[*WORKLOADS, "locks"], default="spawn")
     ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--wall", type=int, metavar="RUNS", help="time the variants instead (RUNS interleaved runs, median), no valgrind")
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
+    if args.wall:
+        return wall(args.variants, args.workload, args.n, args.wall)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2

@@ -96,7 +96,7 @@ class Config:
     """One way of running a workload."""
 
     loop: str  # "asyncio" (the default loop) or "uvloop"
-    monitor: str  # "none", "loopscope", "loopscope+server" or "aiomonitor"
+    monitor: str  # "none", "loopscope", "loopscope-tracking", "loopscope+server" or "aiomonitor"
     debug: bool = False
 
     @property
@@ -108,6 +108,7 @@ CONFIGS: dict[str, Config] = {
     "plain": Config("asyncio", "none"),
     "loopscope": Config("asyncio", "loopscope"),
     "loopscope+server": Config("asyncio", "loopscope+server"),
+    "tracking": Config("asyncio", "loopscope-tracking"),
     "aiomonitor": Config("asyncio", "aiomonitor"),
     "debug": Config("asyncio", "none", debug=True),
     "uvloop": Config("uvloop", "none"),
@@ -163,7 +164,12 @@ def measure(workload: str, config: Config) -> float:
     loopscope = None
     if config.monitor.startswith("loopscope"):
         loopscope = _require("loopscope")
-        loopscope.install(server=config.monitor == "loopscope+server", dump_signal="")
+        options: dict[str, Any] = {"server": config.monitor == "loopscope+server", "dump_signal": ""}
+        if config.monitor == "loopscope-tracking":
+            # Issue 2's budget: task tracking only (creation sites, parents,
+            # ends and cancellations), no step timing and no primitives.
+            options.update(metrics=False, primitives=False)
+        loopscope.install(**options)
     try:
         # uvloop copies asyncio._set_running_loop when it is imported, so it
         # must come after loopscope.install(), like in `loopscope run`.

@@ -62,21 +62,13 @@ def identity_pair():
         h.close()
 
 
-NAME_NUMBERING_313 = (
-    "on 3.13 create_task applies a task's name only after any task factory returns, so with a "
-    "factory (loopscope's, or asyncio's eager one) named tasks consume a Task-N number too and "
-    "later unnamed tasks are numbered differently than without one; 3.12 always numbers, 3.14 "
-    "passes the name to the factory"
-)
-
-
 @pytest.mark.parametrize(
     "key",
     [
         "repr_pending",
         "repr_done",
         "never_retrieved_log",
-        pytest.param("unnamed_task_name", marks=pytest.mark.xfail(sys.version_info[:2] == (3, 13), reason=NAME_NUMBERING_313, strict=True)),
+        "unnamed_task_name",
         "main_task_name",
         "task_factory",
     ],

@@ -25,7 +25,7 @@ import time
 from asyncio import base_events, events
 from typing import Any
 
-from . import integrations
+from . import integrations, spawn
 from .config import Config, default_socket_dir, load
 from .introspect import Introspector
 from .loops import LoopRegistry
@@ -186,6 +186,7 @@ class Agent:
             self._set(asyncio, "_set_running_loop", _set_running_loop)
 
         self._patch_loop_class(base_events.BaseEventLoop)
+        spawn.install(self._set)
         orig_ceh = base_events.BaseEventLoop.call_exception_handler
 
         def call_exception_handler(loop: Any, context: dict[str, Any]) -> None:
@@ -254,6 +255,9 @@ class Agent:
                 except Exception as e:  # noqa: BLE001
                     agent.tracker.note_error(e)
             orig_stf(loop, factory)
+            if isinstance(loop, base_events.BaseEventLoop):
+                # agent/spawn.py builds tasks itself while this factory is set
+                loop._loopscope_fast = getattr(factory, "loopscope_fast", None)
 
         self._set(cls, "set_task_factory", set_task_factory)
         orig_gtf = cls.get_task_factory

@@ -46,11 +46,11 @@ from .tracker import (
     C_MSG,
     C_VICTIM,
     O_CREATED,
-    O_FRAMES,
     O_PARENT,
     O_PARENT_ID,
     O_PARENT_NAME,
     O_TRUNC,
+    origin_frames,
     Tracker,
     code_lineno,
     coro_of,
@@ -466,7 +466,7 @@ class Introspector:
         if origin is not None:
             info.created = tr.wall(origin[O_CREATED])
             info.age = max(0.0, now_mono - origin[O_CREATED])
-            site = self.interner.site(origin[O_FRAMES])
+            site = self.interner.site(origin_frames(origin))
             if site is not None:
                 info.site_id = site.id
                 info.site = site.label()
@@ -491,7 +491,7 @@ class Introspector:
         if origin is None:
             row += [None, None, None, None, loop_id]
         else:
-            site = self.interner.site(origin[O_FRAMES])
+            site = self.interner.site(origin_frames(origin))
             pid = origin[O_PARENT_ID]
             row += [tr.wall(origin[O_CREATED]), site.id if site is not None else None, None if pid is None else hex(pid), None if pid is None else _name_now(origin, None), loop_id]
         if with_stats:
@@ -531,7 +531,7 @@ class Introspector:
         links: list[CreationLink] = []
         cur: tuple | None = origin
         while cur is not None and len(links) < self.tracker.config.max_chain + 1:
-            frames = self.interner.frames(cur[O_FRAMES], source)
+            frames = self.interner.frames(origin_frames(cur), source)
             links.append(
                 CreationLink(
                     task_id=tid,
@@ -575,7 +575,7 @@ class Introspector:
             tracked=origin is not None,
         )
         if origin is not None:
-            site = self.interner.site(origin[O_FRAMES])
+            site = self.interner.site(origin_frames(origin))
             if site is not None:
                 info.site_id, info.site = site.id, site.label()
             if origin[O_PARENT_ID] is not None:

@@ -171,10 +171,10 @@ class LoopRegistry:
             factory = real_factory(loop)
             if is_our_factory(factory):
                 loop.set_task_factory(getattr(factory, "loopscope_inner", None))
-            if st.hooked:
+            for attr in ("_loopscope_metrics", "_loopscope_fast"):
                 try:
-                    del loop._loopscope_metrics
-                except AttributeError:
+                    delattr(loop, attr)
+                except (AttributeError, TypeError):
                     pass
         with self._lock:
             self._states.clear()

@@ -25,7 +25,7 @@ from .health import health_report
 from .introspect import task_id
 from .loops import live_tasks
 from .mirror import Changes, Cursor, advance
-from .tracker import O_CREATED, O_FRAMES, _current_task
+from .tracker import O_CREATED, _current_task, origin_frames
 
 if TYPE_CHECKING:
     from .core import Agent
@@ -400,7 +400,7 @@ class Methods:
         for task in (t for g in raw for t in g[2]):
             total += 1
             o = origin_of(task)
-            frames = o[O_FRAMES] if o is not None else ()
+            frames = origin_frames(o) if o is not None else ()
             key = (id(frames[0]), frames[1]) if frames else None
             g = acc.get(key)
             created = o[O_CREATED] if o is not None else None

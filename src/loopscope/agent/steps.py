@@ -30,7 +30,7 @@ from typing import Any
 
 from .hooks import HOOKS, Hooks
 from .metrics import BOUNDS, FINE_LIMIT
-from .tracker import Tracker
+from .tracker import O_CREATED, Tracker
 
 _original_run = events.Handle._run
 _monotonic = time.monotonic
@@ -115,8 +115,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
     step_type, wakeup_type = _STEP_TYPE, _WAKEUP_TYPE
     cls = tracker.task_class
     eager_cls = tracker.eager_task_class
-    record_end = tracker.record_end
-    done_ring = tracker.done
+    step_end = tracker.note_end
     bounds = BOUNDS
     bisect = bisect_right
     clock = _monotonic
@@ -125,38 +124,23 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
     fine_limit = FINE_LIMIT
     note_error = tracker.note_error
 
-    def step_end(m: Any, task: Any, tt: type, t1: float) -> None:
-        """Record the end of one of our tasks, right after its last step."""
-        if tt is cls and task._ls_cancel is None and task._state == _FINISHED and task._exception is None:
-            # the common end, inlined: a clean finish
-            m.done += 1
-            # flat: one tuple per finished task (see Tracker.record_end); the
-            # coroutine's name, not the coroutine: a ring of finished
-            # coroutines would keep their memory from being reused
-            done_ring.append(
-                (id(task), task.get_name(), getattr(task.get_coro(), "__qualname__", "?"), task._ls_origin, None, "done", t1, None,
-                 task._ls_steps, task._ls_busy, task._ls_longest, task._ls_first)
-            )
-            if hooks.unregister:
-                hooks.call_unregister(task)
-            return
-        if tt is eager_cls:
-            task._ls_ended = True
-        record_end(task, t1, m)
-
     def step_done(m: Any, task: Any, tt: type, t0: float, t1: float, d: float) -> None:
         """Account one step of one of our tasks (the hooked variant's path;
         the plain one inlines the same lines)."""
         n = task._ls_steps
-        if n == 0:
-            task._ls_first = t0 - task._ls_origin[4]
-        task._ls_steps = n + 1
         task._ls_last = t1
-        task._ls_busy += d
-        if d > task._ls_longest:
+        if n == 0:  # the other slots are first written here (tracker.make_track)
+            task._ls_first = t0 - task._ls_origin[O_CREATED]
+            task._ls_steps = 1
+            task._ls_busy = d
             task._ls_longest = d
+        else:
+            task._ls_steps = n + 1
+            task._ls_busy += d
+            if d > task._ls_longest:
+                task._ls_longest = d
         if task._state != _PENDING:
-            step_end(m, task, tt, t1)
+            step_end(m, task, t1)
 
     if not with_hooks:
 
@@ -198,15 +182,19 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
                     if tt is cls or tt is eager_cls:
                         # step_done, inlined: a Python call per step is measurable
                         n = task._ls_steps
-                        if n == 0:
-                            task._ls_first = t0 - task._ls_origin[4]
-                        task._ls_steps = n + 1
                         task._ls_last = t1
-                        task._ls_busy += d
-                        if d > task._ls_longest:
+                        if n == 0:  # see step_done
+                            task._ls_first = t0 - task._ls_origin[O_CREATED]
+                            task._ls_steps = 1
+                            task._ls_busy = d
                             task._ls_longest = d
+                        else:
+                            task._ls_steps = n + 1
+                            task._ls_busy += d
+                            if d > task._ls_longest:
+                                task._ls_longest = d
                         if task._state != _PENDING:
-                            step_end(m, task, tt, t1)
+                            step_end(m, task, t1)
             except Exception as e:  # noqa: BLE001 - Ctrl-C still goes through
                 note_error(e)
             self = None  # noqa: F841 - asyncio does this to break cycles

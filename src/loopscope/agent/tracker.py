@@ -12,12 +12,16 @@ shape won, are in BENCHMARKS.md and docs/architecture.md.  In short:
   of the capture, so it is done only when someone asks.
 * The subclass overrides ``cancel`` to record who cancelled the task, from
   where, and where the victim was suspended.  Only cancellation pays for it.
-* The end of a task is recorded in ``__del__`` (chained to the C finaliser,
-  which still logs "Task was destroyed but it is pending!").  A done callback
-  would go through ``loop.call_soon`` and a ``Handle`` for every task, which
-  measured at +40 % on the spawn benchmark; ``__del__`` costs a few percent.
-  The price is that ``Outcome.ended`` is when the task was released, not
-  when it finished, for tasks something still holds.
+* The end of a task is recorded by the step hook (steps.py) from the step
+  that finished it; on loops without that hook, in ``__del__`` (chained to
+  the C finaliser, which still logs "Task was destroyed but it is
+  pending!").  Both go through ``note_end``, which inlines the common clean
+  finish.  A done callback would go through ``loop.call_soon`` and a
+  ``Handle`` for every task, which measured at +40 % on the spawn benchmark.
+  The price of ``__del__`` is that ``Outcome.ended`` is when the task was
+  released, not when it finished, for tasks something still holds.
+* ``asyncio.create_task`` and ``loop.create_task`` build tasks without
+  calling the factory while it is ours (spawn.py, ``make_track``).
 * Memory is bounded: creation chains stop at ``max_chain`` links, histories
   are rings per outcome with an age limit, nothing holds a task strongly.
 
@@ -41,6 +45,7 @@ from asyncio import base_events
 from types import CodeType, FrameType
 from typing import Any
 
+from . import spawn
 from .config import Config
 from .hooks import HOOKS
 
@@ -88,11 +93,26 @@ def _is_skipped(filename: str) -> bool:
 
 
 # An origin is a tuple, built once per task and never mutated:
-#   (frames, parent_origin, parent_id, parent_name, created_mono, depth, truncated)
+#   (code0, lasti0, code1, lasti1, ..., parent_origin, parent_id, parent_name,
+#    created_mono, depth, truncated)
+# The frames come first, innermost first, flat and inline: one tuple per task
+# rather than two, because every object the collector tracks costs a share
+# of a young-generation collection (a separate frames tuple measured 1,100
+# instructions per task on 3.12).  The fixed fields are read from the end.
 # parent_name is a str, or an eager parent's one-element name cell (a list).
-# ``frames`` is a flat tuple (code0, lasti0, code1, lasti1, ...), innermost first.
 Origin = tuple
-O_FRAMES, O_PARENT, O_PARENT_ID, O_PARENT_NAME, O_CREATED, O_DEPTH, O_TRUNC = range(7)
+O_PARENT, O_PARENT_ID, O_PARENT_NAME, O_CREATED, O_DEPTH, O_TRUNC = range(-6, 0)
+
+
+def origin_frames(origin: Origin) -> tuple:
+    """The flat (code, lasti, ...) frames of an origin."""
+    return origin[:O_PARENT]
+
+
+def _cut_chain(porigin: Origin) -> Origin:
+    """A parent origin with its own parent dropped (marked truncated), so
+    that creation chains stay within ``max_chain`` links: bounded memory."""
+    return porigin[:O_PARENT] + (None,) + porigin[O_PARENT_ID:O_DEPTH] + (porigin[O_DEPTH], True)
 
 # A raw cancel record, built by ``TrackedTask.cancel``:
 #   [at_mono, by_task_id, by_task_name, by_frames, message, victim_frames, count, recorded]
@@ -203,7 +223,7 @@ class Tracker:
         frames = _caller_frames(self.config.creation_frames)
         parent = _current_task(loop)
         if parent is None:
-            return (frames, None, None, None, _monotonic(), 0, False)
+            return (*frames, None, None, None, _monotonic(), 0, False)
         ours = isinstance(parent, self.task_class)
         porigin = parent._ls_origin if ours else None
         pname: Any = parent._ls_name_cell if ours else None
@@ -212,13 +232,12 @@ class Tracker:
         elif pname[0] is None:
             pname[0] = parent.get_name()
         if porigin is None:
-            return (frames, None, id(parent), pname, _monotonic(), 1, False)
+            return (*frames, None, id(parent), pname, _monotonic(), 1, False)
         depth = porigin[O_DEPTH] + 1
         if depth >= self.config.max_chain:
-            # Keep the parent's link, drop the grandparents: bounded memory.
-            porigin = porigin[:1] + (None,) + porigin[2:5] + (porigin[O_DEPTH], True)
+            porigin = _cut_chain(porigin)
             depth = porigin[O_DEPTH] + 1
-        return (frames, porigin, id(parent), pname, _monotonic(), depth, False)
+        return (*frames, porigin, id(parent), pname, _monotonic(), depth, False)
 
     def harvest(self) -> None:
         """Record cancelled tasks that are done but not yet released."""
@@ -368,6 +387,8 @@ def task_stats(task: Any) -> tuple | None:
         steps = task._ls_steps
     except AttributeError:
         return None
+    if not steps:  # the other slots are written at the first step
+        return (0, 0.0, 0.0, None)
     return (steps, task._ls_busy, task._ls_longest, task._ls_first)
 
 
@@ -405,6 +426,35 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     """
     record_end = tracker.record_end
     cfg = tracker.config
+    done_append = tracker.done.append
+    metrics_get = tracker.metrics.get
+    hooks = tracker.hooks
+
+    def note_end(m: Any, task: Any, now: float) -> None:
+        """Record the end of one of our tasks: from the step that finished
+        it (steps.py) or from ``__del__``.  The common end, a clean finish,
+        is inlined here (one flat tuple, no other call: it runs once per
+        task); everything else goes through ``Tracker.record_end``."""
+        if task._ls_cancel is None and not task._ls_eager and task._state == "FINISHED" and task._exception is None:
+            if m is not None:
+                m.done += 1
+            # the coroutine's name, not the coroutine: a ring of finished
+            # coroutines would keep their memory from being reused
+            if task._ls_timed:
+                done_append(
+                    (id(task), task.get_name(), getattr(task.get_coro(), "__qualname__", "?"), task._ls_origin, None, "done", now, None,
+                     task._ls_steps, task._ls_busy, task._ls_longest, task._ls_first)
+                )
+            else:
+                done_append((id(task), task.get_name(), getattr(task.get_coro(), "__qualname__", "?"), task._ls_origin, None, "done", now, None, None, None, None, None))
+            if hooks.unregister:
+                hooks.call_unregister(task)
+            return
+        if task._ls_eager:
+            task._ls_ended = True
+        record_end(task, now, m)
+
+    tracker.note_end = note_end
 
     class TrackedTask(_Task):  # type: ignore[misc,valid-type]
         """asyncio.Task with a few slots; behaves exactly like asyncio.Task."""
@@ -412,6 +462,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         __slots__ = ("_ls_origin", "_ls_cancel", "_ls_steps", "_ls_busy", "_ls_longest", "_ls_first", "_ls_last")
         _ls_name_cell = None  # eager tasks have a slot of that name
         _ls_eager = False
+        _ls_timed = True  # steps timed by the step hook (steps.py)
 
         def cancel(self, msg: Any = None) -> bool:
             try:
@@ -425,10 +476,11 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         """For loops without the step hook: the end is recorded on release."""
 
         __slots__ = ()
+        _ls_timed = False
 
         def __del__(self) -> None:
             try:
-                record_end(self)
+                note_end(metrics_get(id(self._loop)), self, _monotonic())
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             _task_del(self)
@@ -622,15 +674,7 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
     depth = factory_depth(loop) if loop is not None else 1
 
     if inner is None and tracker.config.creation_frames == 1:
-        # The hot path, measured: everything inlined (each Python call is
-        # ~0.1 µs), slots written rather than read-when-unset (a missing slot
-        # raises AttributeError inside getattr: ~0.4 µs), f_lasti not
-        # f_lineno, the walk starting at the create_task caller and frames
-        # classified by code identity.  See BENCHMARKS.md before changing it.
-        max_chain = tracker.config.max_chain
-        skip_get = _code_skip.get
-        create_task_code = asyncio.tasks.create_task.__code__
-        base = tracker.task_class
+        track = make_track(tracker, bump, timed=hooked)
 
         def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
             if kwargs and kwargs.get("eager_start"):
@@ -639,46 +683,12 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
                 bump()
                 return eager_cls(coro, loop=loop, **kwargs)
             task = cls(coro, loop=loop, **kwargs)
-            try:
-                task._ls_cancel = None
-                task._ls_steps = 0
-                task._ls_busy = 0.0
-                task._ls_longest = 0.0
-                task._ls_first = None
-                f = _getframe(depth)
-                c = f.f_code
-                if c is create_task_code:  # asyncio.create_task: the user is next
-                    f = f.f_back
-                    c = f.f_code
-                e = skip_get(id(c))
-                if e is None or e[0] is not c or e[1]:
-                    f = _first_user_frame(f)
-                frames = (f.f_code, f.f_lasti) if f is not None else ()
-                parent = _current_task(loop)
-                if parent is None:
-                    task._ls_origin = (frames, None, None, None, _monotonic(), 0, False)
-                else:
-                    ours = isinstance(parent, base)
-                    pname = parent._ls_name_cell if ours else None
-                    if pname is None:
-                        pname = parent.get_name()
-                    elif pname[0] is None:
-                        pname[0] = parent.get_name()
-                    porigin = parent._ls_origin if ours else None
-                    if porigin is None:
-                        task._ls_origin = (frames, None, id(parent), pname, _monotonic(), 1, False)
-                    else:
-                        depth_ = porigin[O_DEPTH] + 1
-                        if depth_ >= max_chain:
-                            porigin = porigin[:1] + (None,) + porigin[2:5] + (porigin[O_DEPTH], True)
-                            depth_ = porigin[O_DEPTH] + 1
-                        task._ls_origin = (frames, porigin, id(parent), pname, _monotonic(), depth_, False)
-                bump()
-                if hooks.register:
-                    hooks.call_register(task)
-            except BaseException as e:  # noqa: BLE001
-                tracker.note_error(e)
+            track(task, loop, _getframe(depth))
             return task
+
+        # What agent/spawn.py needs to build tasks for this factory without
+        # calling it: asyncio.create_task and loop.create_task, inlined.
+        loopscope_task_factory.loopscope_fast = (loopscope_task_factory, cls, track)  # type: ignore[attr-defined]
 
     elif inner is None:
 
@@ -724,6 +734,78 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
     loopscope_task_factory.loopscope_created = counter  # type: ignore[attr-defined]
     loopscope_task_factory.loopscope_hooked = hooked  # type: ignore[attr-defined]
     return loopscope_task_factory
+
+
+def make_track(tracker: Tracker, bump: Callable[[], int], timed: bool) -> Callable[[Any, Any, FrameType], None]:
+    """The per-task recording every fast creation path shares: slots, the
+    creation site found from frame ``f`` (the caller of whatever made the
+    task), the parent and its chain, the count, ``task_register``.
+
+    The hot path, measured: slots written rather than read-when-unset (a
+    missing slot raises AttributeError inside getattr: ~0.4 µs), f_lasti
+    not f_lineno, the walk starting at the caller and frames classified by
+    code identity.  See BENCHMARKS.md before changing it.
+
+    Only ``_ls_steps`` and ``_ls_first`` of the per-step slots are written
+    (``timed``: the loop's steps are hooked): the step hook writes the
+    others at the first step, and readers treat ``_ls_steps == 0`` as
+    "never ran" (``task_stats``).  Untimed tasks get no per-step slots.
+    (Writing ``_ls_first`` too measured 1,000 instructions per task
+    *cheaper* than ``_ls_steps`` alone on 3.11, for reasons not found.)
+    """
+    max_chain = tracker.config.max_chain
+    skip_get = _code_skip.get
+    create_task_code = spawn.original_create_task.__code__
+    ours_code = spawn.CREATE_TASK_CODE
+    base = tracker.task_class
+    hooks = tracker.hooks
+    note_error = tracker.note_error
+
+    def track(task: Any, loop: Any, f: FrameType) -> None:
+        try:
+            task._ls_cancel = None
+            if timed:
+                task._ls_steps = 0
+                task._ls_first = None
+            c = f.f_code
+            if c is create_task_code or c is ours_code:  # asyncio.create_task: the user is next
+                f = f.f_back
+                c = f.f_code
+            e = skip_get(id(c))
+            if e is None or e[0] is not c or e[1]:
+                f = _first_user_frame(f)
+            if f is None:
+                code = lasti = None  # no user frame: dropped below
+            else:
+                code = f.f_code
+                lasti = f.f_lasti
+            parent = _current_task(loop)
+            if parent is None:
+                origin = (code, lasti, None, None, None, _monotonic(), 0, False)
+            else:
+                ours = isinstance(parent, base)
+                pname = parent._ls_name_cell if ours else None
+                if pname is None:
+                    pname = parent.get_name()
+                elif pname[0] is None:
+                    pname[0] = parent.get_name()
+                porigin = parent._ls_origin if ours else None
+                if porigin is None:
+                    origin = (code, lasti, None, id(parent), pname, _monotonic(), 1, False)
+                else:
+                    depth = porigin[O_DEPTH] + 1
+                    if depth >= max_chain:
+                        porigin = _cut_chain(porigin)
+                        depth = porigin[O_DEPTH] + 1
+                    origin = (code, lasti, porigin, id(parent), pname, _monotonic(), depth, False)
+            task._ls_origin = origin if code is not None else origin[2:]
+            bump()
+            if hooks.register:
+                hooks.call_register(task)
+        except BaseException as e:  # noqa: BLE001
+            note_error(e)
+
+    return track
 
 
 def _init_slots(task: Any) -> None:

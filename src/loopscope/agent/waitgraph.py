@@ -27,6 +27,7 @@ from . import primitives as P
 from .groups import group_children, group_finished, group_parent, group_state, loop_asyncgens
 from .introspect import _walk, coro_frames
 from .loops import live_tasks
+from .tracker import O_CREATED
 
 if TYPE_CHECKING:
     from .core import Agent
@@ -438,7 +439,7 @@ class View:
         done_ids: set[int] = set()
         for t in group_children(g):
             o = origin_of(t)
-            since = o[4] if o is not None else None
+            since = o[O_CREATED] if o is not None else None
             info.children.append(self.ref(t, "child", since))
             if t.done():
                 done_ids.add(id(t))
