@@ -58,3 +58,22 @@ def test_failed_history_json_and_stats_by_state(ls, failed_prog):
     stats = ls.ok("stats", failed_prog.pid, "--by", "state", "--json").json()
     assert stats["by"] == "state"
     assert {g["key"]: g["count"] for g in stats["groups"]} == {"pending": 1}  # only main is alive
+
+
+def test_heavy_churn_samples_clean_completions_but_keeps_every_failure(ls):
+    """10,000 clean completions in a burst: the done ring is offered what a
+    second earns (1,000 per second at least), the counts stay exact, every
+    failure is in the failed ring, and a completion after the burst is kept."""
+    prog = ls.start_ready("churn.py", env={"LOOPSCOPE_HISTORY_SIZE": "100"})
+    page = ls.ok("history", prog.pid, "--json").json()
+    health = ls.ok("health", prog.pid, "--json").json()
+    done = health["loops"][0]["tasks"]["done"]
+    assert done >= 10_000
+    kept = sum(1 for t in page["tasks"] if t["state"] == "done")
+    assert kept <= 100
+    assert page["done_not_kept"] >= done - 1000 - 2000  # at most 2 s of refills while it ran
+    assert "after-the-burst" in {t["name"] for t in page["tasks"]}
+    failed = {r["name"] for r in parse_table(ls.ok("history", prog.pid, "--failed").out)}
+    assert failed == {f"bad-{i}" for i in range(20)}
+    text = ls.ok("history", prog.pid).out
+    assert f"({page['done_not_kept']} clean completions counted but not kept" in text

@@ -152,8 +152,7 @@ class Agent:
         self.started = time.time()
         self.server = None
         self.loops.forget_all()
-        for ring in (self.tracker.done, self.tracker.failed, self.tracker.cancelled, self.tracker.cancelling):
-            ring.clear()
+        self.tracker.forget_history()
         if self._signum is not None:
             self._dump_event = threading.Event()
             self._dumper = threading.Thread(target=self._dump_loop, name="loopscope-dumper", daemon=True)

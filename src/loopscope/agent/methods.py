@@ -376,7 +376,11 @@ class Methods:
         entries = self._history(kind)
         infos = [self.agent.introspector.history_info(e, now, detail) for e in entries]
         matched, page = select_history(infos, flt, sort, limit)
-        return {"total": len(infos), "matched": matched, "tasks": page}
+        res = {"total": len(infos), "matched": matched, "tasks": page}
+        if kind in ("all", "done"):
+            done = sum(m.done for m in list(self.agent.tracker.metrics.values()))
+            res["done_not_kept"] = self.agent.tracker.done_not_kept(done)
+        return res
 
     def stats(self, params: dict[str, Any]) -> Any:
         by = _param(params, "by", str, "site") or "site"

@@ -172,6 +172,11 @@ def raw_coro_stack(coro: Any, limit: int) -> tuple:
     return tuple(x for p in pairs for x in p)
 
 
+#: Clean completions kept per second at least, whatever ``history_size``:
+#: a small ring still shows the latest ones of a burst.
+DONE_RATE_MIN = 1000
+
+
 class Tracker:
     """Process-wide state shared by every tracked loop: history and counters."""
 
@@ -181,6 +186,17 @@ class Tracker:
         self.done: collections.deque = collections.deque(maxlen=size)
         self.failed: collections.deque = collections.deque(maxlen=size)
         self.cancelled: collections.deque = collections.deque(maxlen=size)
+        # Clean completions enter the done ring at most ``done_rate`` per
+        # second (a token bucket the watchdog refills, see refill_done);
+        # failures and cancellations always.  Under heavy churn the ring
+        # would otherwise turn over every few milliseconds, at a tuple and
+        # three calls per task: sampled, it spans the last second or more.
+        self.done_rate = max(size, DONE_RATE_MIN)
+        self.done_budget = [self.done_rate]
+        self.done_kept = 0  # entries the bucket paid for (as of the last refill)
+        self.done_always = 0  # clean ends record_end kept (eager, cancel-and-finish)
+        self._budget_set = self.done_rate
+        self._refilled = _monotonic()
         self.errors = 0
         self.last_error: str | None = None
         self.enabled = True
@@ -239,6 +255,38 @@ class Tracker:
             depth = porigin[O_DEPTH] + 1
         return (*frames, porigin, id(parent), pname, _monotonic(), depth, False)
 
+    def refill_done(self, now: float | None = None) -> None:
+        """Give the done ring back the entries a second earns (``done_rate``
+        per second, at most ``done_rate`` in hand), from the watchdog thread
+        or a query.  Races with the loop thread's decrement cost at most one
+        entry more or less: the counts of tasks stay exact regardless."""
+        if now is None:
+            now = _monotonic()
+        with self._lock:  # the watchdog and the server thread both refill
+            cell = self.done_budget
+            left = cell[0]
+            self.done_kept += max(0, self._budget_set - left)
+            rate = self.done_rate
+            earned = int((now - self._refilled) * rate)
+            if earned > 0:
+                cell[0] = left = min(rate, left + earned)
+                self._refilled = now
+            self._budget_set = left
+
+    def forget_history(self) -> None:
+        """Empty the rings and their counts (a forked child's history is
+        not its parent's)."""
+        for ring in (self.done, self.failed, self.cancelled, self.cancelling):
+            ring.clear()
+        with self._lock:
+            self.done_kept = self.done_always = 0
+            self._budget_set = self.done_budget[0]
+
+    def done_not_kept(self, done_total: int) -> int:
+        """How many clean completions were counted but not put in the ring."""
+        self.refill_done()
+        return max(0, done_total - self.done_kept - self.done_always)
+
     def harvest(self) -> None:
         """Record cancelled tasks that are done but not yet released."""
         for ref in list(self.cancelling):
@@ -294,6 +342,7 @@ class Tracker:
             exc = task._exception
             if exc is None:
                 ring, outcome = self.done, "done"
+                self.done_always += 1
                 if m is not None:
                     m.done += 1
             else:
@@ -427,6 +476,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     record_end = tracker.record_end
     cfg = tracker.config
     done_append = tracker.done.append
+    budget = tracker.done_budget
     metrics_get = tracker.metrics.get
     hooks = tracker.hooks
 
@@ -438,6 +488,11 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         if task._ls_cancel is None and not task._ls_eager and task._state == "FINISHED" and task._exception is None:
             if m is not None:
                 m.done += 1
+            if budget[0] <= 0:  # sampled out: see Tracker.refill_done
+                if hooks.unregister:
+                    hooks.call_unregister(task)
+                return
+            budget[0] -= 1
             # the coroutine's name, not the coroutine: a ring of finished
             # coroutines would keep their memory from being reused
             if task._ls_timed:
@@ -477,10 +532,16 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
 
         __slots__ = ()
         _ls_timed = False
+        #: The loop's LoopMetrics, set on the per-loop subclass (del_class_for):
+        #: finding it from the task costs ~1,000 instructions per task.
+        _ls_m: Any = None
 
         def __del__(self) -> None:
             try:
-                note_end(metrics_get(id(self._loop)), self, _monotonic())
+                m = self._ls_m
+                if m is None:
+                    m = metrics_get(id(self._loop))
+                note_end(m, self, _monotonic())
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             _task_del(self)
@@ -665,7 +726,7 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
     other inner factory, that factory makes the task and the origin goes into
     a weak side table (slower, but correct).
     """
-    cls = tracker.task_class if hooked else tracker.del_task_class
+    cls = tracker.task_class if hooked else del_class_for(tracker, loop)
     eager_cls = tracker.eager_task_class
     make_origin = tracker.make_origin
     hooks = tracker.hooks
@@ -806,6 +867,17 @@ def make_track(tracker: Tracker, bump: Callable[[], int], timed: bool) -> Callab
             note_error(e)
 
     return track
+
+
+def del_class_for(tracker: Tracker, loop: Any) -> type:
+    """A subclass of ``DelTrackedTask`` that knows ``loop``'s metrics, so
+    that ``__del__`` finds them without a lookup per task."""
+    m = tracker.metrics.get(id(loop)) if loop is not None else None
+    if m is None:
+        return tracker.del_task_class
+    klass = type(tracker.del_task_class)("Task", (tracker.del_task_class,), {"__slots__": (), "_ls_m": m})
+    klass.__module__ = tracker.del_task_class.__module__
+    return klass
 
 
 def _init_slots(task: Any) -> None:

@@ -54,6 +54,7 @@ class Watchdog:
             try:
                 self.poll()
                 now = _monotonic()
+                self.agent.tracker.refill_done(now)
                 if now >= next_sample:
                     next_sample = now + 1.0
                     self.sample()

@@ -278,7 +278,11 @@ def history(page: Json) -> str:
             site = user_frame(c.get("by_stack") or [])
             detail = f"by {by}" + (f" at {site['filename']}:{site['lineno']}" if site else "") + (f" msg={c['message']!r}" if c.get("message") else "")
         rows.append([fmt_time(o.get("ended")), t["state"], t["id"], t["name"], t["coro"], t.get("site") or "?", detail])
-    return table(["ended", "state", "task id", "name", "coroutine", "creation site", "details"], rows, {4: 40, 5: 50})
+    out = table(["ended", "state", "task id", "name", "coroutine", "creation site", "details"], rows, {4: 40, 5: 50})
+    skipped = page.get("done_not_kept") or 0
+    if skipped:
+        out += f"\n({skipped} clean completions counted but not kept: above max(history size, 1000) per second they are sampled; failed and cancelled tasks are all kept)"
+    return out
 
 
 def stats(res: Json) -> str:
