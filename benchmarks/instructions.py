@@ -10,7 +10,8 @@ VARIANT is ``plain``, ``floor``, ``trackfloor[_ends]`` or ``loopscope``, the las
 optional switches joined with ``_``: ``nometrics`` (no step hook),
 ``nofactory`` (our task factory removed after install: the step hook alone),
 ``norun`` (asyncio's own ``Handle._run`` restored: the factory alone),
-``noprims`` (no primitive tracking).  ``floor`` is plain asyncio with the
+``noprims`` (no primitive tracking), ``timers`` (the watchdog, heartbeat
+and slow-step defaults, which the other variants push out of the way).  ``floor`` is plain asyncio with the
 least a per-step timer can do (two clock reads and one histogram increment
 per callback): no exact step metrics can cost less than that.
 ``trackfloor`` is the same bound for task tracking (see
@@ -171,9 +172,9 @@ def child(variant: str, workload: str, n: int) -> None:
 
         # no watchdog/heartbeat wakeups: under valgrind the program runs ~50x
         # slower, and their share would be inflated accordingly
+        timers = {} if "timers" in parts else {"watchdog": 1000.0, "heartbeat": 1000.0, "slow_step": 1000.0}
         loopscope.install(
-            server=False, dump_signal="", watchdog=1000.0, heartbeat=1000.0, slow_step=1000.0,
-            metrics="nometrics" not in parts, primitives="noprims" not in parts,
+            server=False, dump_signal="", metrics="nometrics" not in parts, primitives="noprims" not in parts, **timers,
         )
 
     async def main() -> None:

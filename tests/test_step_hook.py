@@ -60,3 +60,35 @@ def test_steps_are_timed_and_attributed_to_their_task():
         n, busy = asyncio.run(main())
         assert n == 6 and busy > 0  # the first step and five wakeups
         assert core.current() is not None
+
+
+def test_watchdog_sleeps_until_a_loop_could_be_late():
+    """On a healthy, busy loop the watchdog wakes when a loop could first be
+    late (next beat + half the slow-step threshold), not every ``watchdog``
+    seconds: each wake-up takes the GIL from the loop.  Polling every 20 ms
+    would be ~50 wake-ups in this second; beats every 50 ms allow ~10-20."""
+    import asyncio
+    import time
+
+    import loopscope
+    from loopscope.agent.watchdog import Watchdog
+
+    polls = []
+    original = Watchdog.poll
+
+    def counting(self):  # noqa: ANN001, ANN202
+        polls.append(time.monotonic())
+        return original(self)
+
+    async def busy() -> None:
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            await asyncio.sleep(0)
+
+    Watchdog.poll = counting
+    try:
+        with loopscope.installed(server=False, dump_signal="", watchdog=0.02, heartbeat=0.05, slow_step=0.1):
+            asyncio.run(busy())
+    finally:
+        Watchdog.poll = original
+    assert 3 <= len(polls) <= 30, len(polls)

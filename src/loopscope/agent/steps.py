@@ -116,6 +116,8 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
     cls = tracker.task_class
     eager_cls = tracker.eager_task_class
     step_end = tracker.note_end
+    clean_end = tracker.clean_end
+    budget = tracker.done_budget
     bounds = BOUNDS
     bisect = bisect_right
     clock = _monotonic
@@ -193,8 +195,15 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
                             task._ls_busy += d
                             if d > task._ls_longest:
                                 task._ls_longest = d
-                        if task._state != _PENDING:
-                            step_end(m, task, t1)
+                        state = task._state
+                        if state != _PENDING:
+                            if state == _FINISHED and tt is cls and task._ls_cancel is None and task._exception is None:
+                                # note_end's clean finish, inlined
+                                m.done += 1
+                                if budget[0] > 0 or hooks.unregister:
+                                    clean_end(task, t1)
+                            else:
+                                step_end(m, task, t1)
             except Exception as e:  # noqa: BLE001 - Ctrl-C still goes through
                 note_error(e)
             self = None  # noqa: F841 - asyncio does this to break cycles

@@ -480,19 +480,15 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     metrics_get = tracker.metrics.get
     hooks = tracker.hooks
 
-    def note_end(m: Any, task: Any, now: float) -> None:
-        """Record the end of one of our tasks: from the step that finished
-        it (steps.py) or from ``__del__``.  The common end, a clean finish,
-        is inlined here (one flat tuple, no other call: it runs once per
-        task); everything else goes through ``Tracker.record_end``."""
-        if task._ls_cancel is None and not task._ls_eager and task._state == "FINISHED" and task._exception is None:
-            if m is not None:
-                m.done += 1
-            if budget[0] <= 0:  # sampled out: see Tracker.refill_done
-                if hooks.unregister:
-                    hooks.call_unregister(task)
-                return
+    def clean_end(task: Any, now: float | None) -> None:
+        """The rest of a clean finish, already counted: its history entry if
+        the done ring's budget allows (Tracker.refill_done), task_unregister.
+        Callers test ``budget[0] > 0 or hooks.unregister`` first, inline, so
+        that a sampled-out end costs no call at all."""
+        if budget[0] > 0:
             budget[0] -= 1
+            if now is None:
+                now = _monotonic()
             # the coroutine's name, not the coroutine: a ring of finished
             # coroutines would keep their memory from being reused
             if task._ls_timed:
@@ -502,14 +498,27 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 )
             else:
                 done_append((id(task), task.get_name(), getattr(task.get_coro(), "__qualname__", "?"), task._ls_origin, None, "done", now, None, None, None, None, None))
-            if hooks.unregister:
-                hooks.call_unregister(task)
+        if hooks.unregister:
+            hooks.call_unregister(task)
+
+    def note_end(m: Any, task: Any, now: float) -> None:
+        """Record the end of one of our tasks: from the step that finished
+        it (steps.py) or from ``__del__``.  A clean finish is counted here
+        and kept by ``clean_end``; everything else goes through
+        ``Tracker.record_end``.  The step hook and ``__del__`` inline the
+        clean case's test (a call per task is measurable)."""
+        if task._ls_cancel is None and not task._ls_eager and task._state == "FINISHED" and task._exception is None:
+            if m is not None:
+                m.done += 1
+            if budget[0] > 0 or hooks.unregister:
+                clean_end(task, now)
             return
         if task._ls_eager:
             task._ls_ended = True
         record_end(task, now, m)
 
     tracker.note_end = note_end
+    tracker.clean_end = clean_end
 
     class TrackedTask(_Task):  # type: ignore[misc,valid-type]
         """asyncio.Task with a few slots; behaves exactly like asyncio.Task."""
@@ -541,7 +550,14 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 m = self._ls_m
                 if m is None:
                     m = metrics_get(id(self._loop))
-                note_end(m, self, _monotonic())
+                if self._ls_cancel is None and self._state == "FINISHED" and self._exception is None:
+                    # note_end's clean finish, inlined (never eager here)
+                    if m is not None:
+                        m.done += 1
+                    if budget[0] > 0 or hooks.unregister:
+                        clean_end(self, None)
+                else:
+                    note_end(m, self, _monotonic())
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             _task_del(self)

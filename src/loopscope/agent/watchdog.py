@@ -3,12 +3,20 @@ the health series once a second.
 
 The loop cannot report on itself while one of its steps blocks it, and the
 stack after the step returned says nothing about what blocked it.  So a
-thread polls every ``watchdog`` seconds: when the current step (on loops
-with the step hook) or the silence since the heartbeat was due (elsewhere)
-passes half the ``slow_step`` threshold, it captures the loop thread's
-Python stack with ``sys._current_frames()``, and again every second while
-the block lasts.  The step hook, when the step finally returns, files the
-capture with the blocking step.
+thread watches: when the silence since a loop's heartbeat was due passes
+half the ``slow_step`` threshold, it captures the loop thread's Python stack
+with ``sys._current_frames()``, and again every second while the block
+lasts.  The step hook, when the step finally returns, files the capture
+with the blocking step.
+
+It sleeps until the earliest moment a loop could be late (its next beat
+plus half the threshold) rather than polling: every wake-up takes the GIL
+from the loop, and on a busy loop each costs far more than the poll itself
+(measured on a 2-core VM: polling every 20 ms slowed a CPU-bound queue
+ping-pong by 18 %; see BENCHMARKS.md).  A healthy loop's beats keep moving
+that moment forward, so the thread wakes 10 to 20 times a second; a stuck
+loop is seen at the moment it becomes late, then every ``watchdog``
+seconds at most.
 
 This thread only gets the GIL when the loop releases it (at the latest
 after the interpreter's switch interval, 5 ms): good for catching a stall
@@ -50,7 +58,8 @@ class Watchdog:
     def _run(self) -> None:
         interval = max(0.001, self.agent.config.watchdog)
         next_sample = _monotonic() + 1.0
-        while not self._stop.wait(interval):
+        wait = interval
+        while not self._stop.wait(wait):
             try:
                 self.poll()
                 now = _monotonic()
@@ -58,8 +67,20 @@ class Watchdog:
                 if now >= next_sample:
                     next_sample = now + 1.0
                     self.sample()
+                wait = max(interval, min(self.next_due(), next_sample) - _monotonic())
             except Exception as e:  # noqa: BLE001 - never into the host
+                wait = interval
                 self.agent.tracker.note_error(e)
+
+    def next_due(self) -> float:
+        """The earliest moment ``poll`` could find a loop late: its next
+        heartbeat plus half the slow-step threshold (inf with no loop)."""
+        due = float("inf")
+        for _loop, st in self.agent.loops.states():
+            m = st.metrics
+            if m is not None and st.thread_ident is not None and st.expected:
+                due = min(due, st.expected + m.slow / 2)
+        return due
 
     def poll(self) -> None:
         """Capture the stack of any loop whose heartbeat is overdue by more
