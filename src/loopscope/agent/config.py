@@ -45,7 +45,8 @@ class Config:
     metrics: bool = True
     #: A step longer than this (seconds) is recorded as a blocking step.
     slow_step: float = 0.1
-    #: How often the watchdog thread looks at the loops (seconds).
+    #: The watchdog thread's shortest sleep (seconds); it otherwise sleeps
+    #: until a loop's heartbeat could be late.
     watchdog: float = 0.02
     #: Seconds of one-per-second health samples kept (lag, utilisation, p99, live).
     series_seconds: int = 600
