@@ -146,3 +146,36 @@ def test_eager_start_goes_through_the_factory() -> None:
 
     with loopscope.installed(server=False, dump_signal=""):
         asyncio.run(main())
+
+
+@pytest.mark.uvloop
+def test_uvloop_create_task_takes_the_fast_path_too() -> None:
+    """uvloop's create_task is compiled: asyncio.create_task builds the task
+    itself there too, with the caller's line, uvloop's naming (a named task
+    uses up a Task-N number, as uvloop names it after making it), and the
+    factory's count; a program's own factory turns it off."""
+    from conftest import uvloop_or_skip
+
+    uvloop = uvloop_or_skip()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert id(loop) in spawn._other
+        counter = creation_counter(loop)
+        before = counted(counter)
+        first = asyncio.create_task(work(), name="named")  # site: uv
+        second = asyncio.create_task(work())
+        assert counted(counter) == before + 2
+        assert site_line(first) == line_of("site: uv")
+        assert first.get_name() == "named"
+        assert int(second.get_name().split("-")[1]) >= 2
+        await asyncio.gather(first, second)
+        loop.set_task_factory(lambda lp, coro, **kw: asyncio.Task(coro, loop=lp, **kw))
+        assert id(loop) not in spawn._other
+        loop.set_task_factory(None)
+        assert id(loop) in spawn._other
+
+    with loopscope.installed(server=False, dump_signal=""):
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+        with runner:
+            runner.run(main())

@@ -245,6 +245,7 @@ class Agent:
 
         self._set(cls, "__init__", __init__)
         orig_stf = cls.set_task_factory
+        orig_gtf = cls.get_task_factory
 
         def set_task_factory(loop: Any, factory: Any) -> None:
             if not is_our_factory(factory) and id(loop) in agent.loops._states:
@@ -254,12 +255,10 @@ class Agent:
                 except Exception as e:  # noqa: BLE001
                     agent.tracker.note_error(e)
             orig_stf(loop, factory)
-            if isinstance(loop, base_events.BaseEventLoop):
-                # agent/spawn.py builds tasks itself while this factory is set
-                loop._loopscope_fast = getattr(factory, "loopscope_fast", None)
+            # agent/spawn.py builds tasks itself while this factory is set
+            spawn.note_factory(loop, factory, orig_gtf)
 
         self._set(cls, "set_task_factory", set_task_factory)
-        orig_gtf = cls.get_task_factory
 
         def get_task_factory(loop: Any) -> Any:
             """What the program set (or None): ours stays invisible."""

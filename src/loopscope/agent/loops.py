@@ -22,6 +22,7 @@ from ..model import LoopInfo
 from .config import Config
 from .introspect import frames_of_thread
 from .metrics import LoopMetrics
+from . import spawn
 from .tracker import Tracker, is_our_factory, make_factory
 
 _monotonic = time.monotonic
@@ -82,6 +83,7 @@ class LoopRegistry:
             if loop is None or loop.is_closed():
                 with self._lock:
                     self._states.pop(key, None)
+                spawn.forget(key)
                 continue
             out.append((loop, st))
         return out
@@ -171,6 +173,7 @@ class LoopRegistry:
             factory = real_factory(loop)
             if is_our_factory(factory):
                 loop.set_task_factory(getattr(factory, "loopscope_inner", None))
+            spawn.forget(id(loop))
             for attr in ("_loopscope_metrics", "_loopscope_fast"):
                 try:
                     delattr(loop, attr)

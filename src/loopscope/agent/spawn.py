@@ -9,11 +9,14 @@ Each costs as much as a part of what loopscope records, and tracking has a
 budget (issue 2: 1.25x on the spawn benchmark).  These replacements do
 what asyncio plus our factory would do, in one call plus the recording.
 
-They take the fast path only when the loop is a ``BaseEventLoop`` whose
-task factory is loopscope's plain one (``loop._loopscope_fast`` names it,
-and a program that replaced the factory is noticed by identity).  Anything
-else (uvloop, a program's own factory, eager tasks, a closed loop) goes the
-way asyncio goes, so behaviour and error messages stay asyncio's.
+They take the fast path only when the loop's task factory is loopscope's
+plain one: on a ``BaseEventLoop`` the loop's ``_loopscope_fast`` names it;
+on uvloop (whose ``create_task`` is compiled and cannot be replaced, and
+whose loops take no attributes) ``asyncio.create_task`` looks the loop up
+in ``_other`` and asks the loop for its factory, so a program that replaced
+the factory is noticed by identity either way.  Anything else (a program's
+own factory, eager tasks, a closed loop, another loop class) goes the way
+asyncio goes, so behaviour and error messages stay asyncio's.
 """
 
 from __future__ import annotations
@@ -29,6 +32,27 @@ _get_running_loop = events._get_running_loop
 original_create_task = tasks.create_task
 original_loop_create_task = base_events.BaseEventLoop.create_task
 
+#: Loops that are not BaseEventLoops (uvloop) with our plain factory:
+#: id(loop) -> (factory, task class, track, the loop class's own
+#: get_task_factory).  Kept in step by ``note_factory``; an entry left by a
+#: dead loop fails the identity check against the next loop at that id.
+_other: dict[int, tuple] = {}
+
+
+def note_factory(loop: Any, factory: Any, getter: Any) -> None:
+    """The agent set ``factory`` on ``loop``: enable or disable the fast path."""
+    fast = getattr(factory, "loopscope_fast", None)
+    if isinstance(loop, base_events.BaseEventLoop):
+        loop._loopscope_fast = fast
+    elif fast is not None and getter is not None:
+        _other[id(loop)] = (*fast, getter)
+    else:
+        _other.pop(id(loop), None)
+
+
+def forget(loop_id: int) -> None:
+    _other.pop(loop_id, None)
+
 if sys.version_info >= (3, 14):
 
     def create_task(coro: Any, **kwargs: Any) -> Any:
@@ -36,10 +60,21 @@ if sys.version_info >= (3, 14):
         loop = _get_running_loop()
         if loop is None:
             return original_create_task(coro, **kwargs)  # asyncio's error
-        if type(loop).create_task is loop_create_task and not kwargs.get("eager_start"):
+        if type(loop).create_task is loop_create_task:
             fast = loop._loopscope_fast
-            if fast is not None and fast[0] is loop._task_factory and not loop._closed:
+            if fast is not None and fast[0] is loop._task_factory and not loop._closed and not kwargs.get("eager_start"):
                 task = fast[1](coro, loop=loop, **kwargs)
+                fast[2](task, loop, _getframe(1))
+                return task
+        elif _other:
+            fast = _other.get(id(loop))
+            if fast is not None and fast[0] is fast[3](loop) and not loop.is_closed() and not kwargs.get("eager_start"):
+                # uvloop names a task after making it (a named task uses up
+                # a "Task-N" number): the same here
+                name = kwargs.pop("name", None)
+                task = fast[1](coro, loop=loop, **kwargs)
+                if name is not None:
+                    task.set_name(name)
                 fast[2](task, loop, _getframe(1))
                 return task
         return loop.create_task(coro, **kwargs)
@@ -74,6 +109,16 @@ else:
                         task.set_name(name)
                 else:
                     task = fast[1](coro, loop=loop, name=name, context=context)
+                fast[2](task, loop, _getframe(1))
+                return task
+        elif _other:
+            fast = _other.get(id(loop))
+            if fast is not None and fast[0] is fast[3](loop) and not loop.is_closed():
+                # uvloop names a task after making it (a named task uses up
+                # a "Task-N" number): the same here
+                task = fast[1](coro, loop=loop, context=context)
+                if name is not None:
+                    task.set_name(name)
                 fast[2](task, loop, _getframe(1))
                 return task
         # another loop (uvloop): asyncio.create_task's own lines, so that the
