@@ -491,13 +491,8 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 now = _monotonic()
             # the coroutine's name, not the coroutine: a ring of finished
             # coroutines would keep their memory from being reused
-            if task._ls_timed:
-                done_append(
-                    (id(task), task.get_name(), getattr(task.get_coro(), "__qualname__", "?"), task._ls_origin, None, "done", now, None,
-                     task._ls_steps, task._ls_busy, task._ls_longest, task._ls_first)
-                )
-            else:
-                done_append((id(task), task.get_name(), getattr(task.get_coro(), "__qualname__", "?"), task._ls_origin, None, "done", now, None, None, None, None, None))
+            coro_name = getattr(task.get_coro(), "__qualname__", "?")
+            done_append((id(task), task.get_name(), coro_name, task._ls_origin, None, "done", now, None) + (task_stats(task) or _NO_STATS))
         if hooks.unregister:
             hooks.call_unregister(task)
 
@@ -526,7 +521,6 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         __slots__ = ("_ls_origin", "_ls_cancel", "_ls_steps", "_ls_busy", "_ls_longest", "_ls_first", "_ls_last")
         _ls_name_cell = None  # eager tasks have a slot of that name
         _ls_eager = False
-        _ls_timed = True  # steps timed by the step hook (steps.py)
 
         def cancel(self, msg: Any = None) -> bool:
             try:
@@ -540,7 +534,6 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         """For loops without the step hook: the end is recorded on release."""
 
         __slots__ = ()
-        _ls_timed = False
         #: The loop's LoopMetrics, set on the per-loop subclass (del_class_for):
         #: finding it from the task costs ~1,000 instructions per task.
         _ls_m: Any = None
@@ -742,7 +735,8 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
     other inner factory, that factory makes the task and the origin goes into
     a weak side table (slower, but correct).
     """
-    cls = tracker.task_class if hooked else del_class_for(tracker, loop)
+    # the class tasks are built from when no inner factory makes them
+    cls = tracker.task_class if hooked or inner is not None else del_class_for(tracker, loop)
     eager_cls = tracker.eager_task_class
     make_origin = tracker.make_origin
     hooks = tracker.hooks
