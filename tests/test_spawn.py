@@ -16,13 +16,13 @@ import loopscope
 from loopscope.agent import spawn
 from loopscope.agent.core import current
 from loopscope.agent.loops import counted, creation_counter
-from loopscope.agent.tracker import O_PARENT_ID, code_lineno
+from loopscope.agent.tracker import O_PARENT_ID, code_lineno, origin_of
 
 original_create_task = asyncio.create_task  # bound before install, as a program may
 
 
 def site_line(task: asyncio.Task) -> int:
-    code, lasti = task._ls_origin[:2]
+    code, lasti = origin_of(task)[:2]
     assert code.co_filename == __file__
     return code_lineno(code, lasti)
 
@@ -66,7 +66,7 @@ def test_every_way_of_making_a_task_gets_the_callers_line_and_parent() -> None:
             made["taskgroup"] = tg.create_task(work())  # site: taskgroup
         await asyncio.gather(*made.values())
         for task in made.values():
-            assert task._ls_origin[O_PARENT_ID] == id(me)
+            assert origin_of(task)[O_PARENT_ID] == id(me)
         return made
 
     with loopscope.installed(server=False, dump_signal=""):

@@ -15,7 +15,7 @@ def test_a_task_with_broken_bookkeeping_still_runs_and_the_error_is_counted():
 
     async def main() -> int:
         task = asyncio.create_task(child())
-        del task._ls_origin  # as if recording its origin had failed
+        del task._ls_created  # as if recording its origin had failed
         return await task
 
     with loopscope.installed(server=False, dump_signal="") as agent:

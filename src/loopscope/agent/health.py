@@ -17,7 +17,7 @@ from ..model import to_json
 from .introspect import task_id
 from .loops import live_tasks
 from .metrics import executor_stats, highest, lowest, percentile
-from .tracker import O_CREATED, safe_coro_name
+from .tracker import safe_coro_name
 from .watchdog import live_count
 
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ def _top_tasks(loop: Any, n: int) -> list[dict[str, Any]]:
     out = []
     for busy, _i, t in heapq.nlargest(n, rows, key=lambda r: r[0]):
         ref = _task_ref(t) or {}
-        origin = getattr(t, "_ls_origin", None)
-        age = now - origin[O_CREATED] if origin is not None else None
+        created = getattr(t, "_ls_created", None)
+        age = now - created if created is not None else None
         ref.update(
             steps=getattr(t, "_ls_steps", None),
             busy=busy,

@@ -117,18 +117,18 @@ class Methods:
         flat = [t for _lid, _cur, tasks in groups for t in tasks]
         total = len(flat)
         if not flt.to_params() and key in ("age", "created"):
-            origin_of = self.agent.tracker.origin_of
+            created_of = self.agent.tracker.created_of
             inf = float("inf")
             # parse_sort: "age" is descending age, "created" ascending time;
             # both mean oldest first.  Untracked tasks (inf) always sort last.
             oldest_first = desc if key == "age" else not desc
             keys: list[float] = []
             for t in flat:
-                o = origin_of(t)
-                if o is None:
+                c = created_of(t)
+                if c is None:
                     keys.append(inf)
                 else:
-                    keys.append(o[O_CREATED] if oldest_first else -o[O_CREATED])
+                    keys.append(c if oldest_first else -c)
             idx = pick(keys, limit, offset, False)
             matched = total
         else:

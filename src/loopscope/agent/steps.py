@@ -30,7 +30,7 @@ from typing import Any
 
 from .hooks import HOOKS, Hooks
 from .metrics import BOUNDS, FINE_LIMIT
-from .tracker import O_CREATED, Tracker
+from .tracker import Tracker
 
 _original_run = events.Handle._run
 _monotonic = time.monotonic
@@ -132,7 +132,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
         n = task._ls_steps
         task._ls_last = t1
         if n == 0:  # the other slots are first written here (tracker.make_track)
-            task._ls_first = t0 - task._ls_origin[O_CREATED]
+            task._ls_first = t0 - task._ls_created
             task._ls_steps = 1
             task._ls_busy = d
             task._ls_longest = d
@@ -186,7 +186,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
                         n = task._ls_steps
                         task._ls_last = t1
                         if n == 0:  # see step_done
-                            task._ls_first = t0 - task._ls_origin[O_CREATED]
+                            task._ls_first = t0 - task._ls_created
                             task._ls_steps = 1
                             task._ls_busy = d
                             task._ls_longest = d
