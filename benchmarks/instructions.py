@@ -96,9 +96,11 @@ async def _aiohttp(n: int) -> None:
 
 def _install_floor() -> None:
     """The cheapest exact step timer: what any per-step metric costs at least."""
+    import math
     import time
 
     clock = time.monotonic
+    floor = math.floor
     fine = [0] * 1000
     coarse = [0]
 
@@ -112,7 +114,7 @@ def _install_floor() -> None:
             self._loop.call_exception_handler({"message": "Exception in callback", "exception": exc, "handle": self})  # type: ignore[attr-defined]
         d = clock() - t0
         if d < 0.001:
-            fine[int(d * 1e6)] += 1
+            fine[floor(d * 1e6)] += 1
         else:
             coarse[0] += 1
         self = None  # type: ignore[assignment]  # noqa: F841

@@ -22,6 +22,7 @@ docs/metrics.md for what is exact where.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from asyncio import events, format_helpers
@@ -120,6 +121,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
     budget = tracker.done_budget
     bounds = BOUNDS
     bisect = bisect_right
+    floor = math.floor  # not int(): see metrics.py
     clock = _monotonic
     original = _original_run
     hooks = tracker.hooks
@@ -170,7 +172,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
                     d = max(0.0, d - m.nested)
                     m.nested = 0.0
                 if d < fine_limit:
-                    m.fine[int(d * 1e6)] += 1
+                    m.fine[floor(d * 1e6)] += 1
                 else:
                     m.counts[bisect(bounds, d)] += 1
                     if d > m.step_max:
