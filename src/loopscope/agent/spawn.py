@@ -70,13 +70,16 @@ if sys.version_info >= (3, 14):
                 return task
         elif _other:
             fast = _other.get(id(loop))
-            if fast is not None and fast[0] is fast[3](loop) and not loop.is_closed() and not kwargs.get("eager_start"):
-                # uvloop names a task after making it (a named task uses up
-                # a "Task-N" number): the same here
-                name = kwargs.pop("name", None)
-                task = fast[1](coro, loop=loop, **kwargs)
-                if name is not None:
-                    task.set_name(name)
+            if fast is not None and fast[0] is fast[3](loop) and not loop.is_closed() and (not kwargs or not kwargs.get("eager_start")):
+                if kwargs:
+                    # uvloop names a task after making it (a named task uses
+                    # up a "Task-N" number): the same here
+                    name = kwargs.pop("name", None)
+                    task = fast[1](coro, loop=loop, **kwargs)
+                    if name is not None:
+                        task.set_name(name)
+                else:
+                    task = fast[1](coro, loop=loop)
                 fast[2](task, loop, _getframe(1))
                 return task
         return loop.create_task(coro, **kwargs)
