@@ -132,14 +132,17 @@ def origin_of(task: Any) -> Origin | None:
         return task._ls_origin
     if link is _UNSET:
         return None
-    created = task._ls_created
-    if link is None:
-        fixed: tuple = (None, None, None, created, 0, False)
-    else:
-        porigin, pid, pname = link
-        fixed = (porigin, pid, pname, created, 1 if porigin is None else porigin[O_DEPTH] + 1, False)
     code = task._ls_code
-    return fixed if code is None else (code, task._ls_lasti, *fixed)
+    return _origin_from(() if code is None else (code, task._ls_lasti), link, task._ls_created)
+
+
+def _origin_from(frames: tuple, link: tuple | None, created: float) -> Origin:
+    """An origin from its frames, the parent's link (None: no parent) and
+    the creation time."""
+    if link is None:
+        return (*frames, None, None, None, created, 0, False)
+    porigin, pid, pname = link
+    return (*frames, porigin, pid, pname, created, 1 if porigin is None else porigin[O_DEPTH] + 1, False)
 
 
 def _set_origin(task: Any, origin: Origin) -> None:
@@ -287,12 +290,13 @@ class Tracker:
         frames = _caller_frames(self.config.creation_frames)
         parent = _current_task(loop)
         if parent is None:
-            return (*frames, None, None, None, _monotonic(), 0, False)
-        try:
-            porigin, pid, pname = parent._ls_plink
-        except AttributeError:
-            porigin, pid, pname = self.link_of(parent)
-        return (*frames, porigin, pid, pname, _monotonic(), 1 if porigin is None else porigin[O_DEPTH] + 1, False)
+            link = None
+        else:
+            try:
+                link = parent._ls_plink
+            except AttributeError:
+                link = self.link_of(parent)
+        return _origin_from(frames, link, _monotonic())
 
     def link_of(self, parent: Any) -> tuple:
         """What a child of ``parent`` records of it (see ``origin_of``): made
