@@ -10,7 +10,8 @@ VARIANT is ``plain``, ``floor``, ``trackfloor[_ends]``, ``floors`` or ``loopscop
 optional switches joined with ``_``: ``nometrics`` (no step hook),
 ``nofactory`` (our task factory removed after install: the step hook alone),
 ``norun`` (asyncio's own ``Handle._run`` restored: the factory alone),
-``noprims`` (no primitive tracking), ``timers`` (the watchdog, heartbeat
+``noprims`` (no primitive tracking), ``nospeedups`` (the Python step hook
+instead of the compiled one), ``timers`` (the watchdog, heartbeat
 and slow-step defaults, which the other variants push out of the way).  ``floor`` is plain asyncio with the
 least a per-step timer can do (two clock reads and one histogram increment
 per callback): no exact step metrics can cost less than that.
@@ -179,7 +180,8 @@ def child(variant: str, workload: str, n: int) -> None:
         # slower, and their share would be inflated accordingly
         timers = {} if "timers" in parts else {"watchdog": 1000.0, "heartbeat": 1000.0, "slow_step": 1000.0}
         loopscope.install(
-            server=False, dump_signal="", metrics="nometrics" not in parts, primitives="noprims" not in parts, **timers,
+            server=False, dump_signal="", metrics="nometrics" not in parts, primitives="noprims" not in parts,
+            speedups="nospeedups" not in parts, **timers,
         )
 
     async def main() -> None:

@@ -1,14 +1,29 @@
-"""The step hook never harms the program, whatever state a task is in."""
+"""The step hook never harms the program, whatever state a task is in.
+
+Every test runs against both step hooks: the compiled one
+(agent/_speedups.c) and the Python one (agent/steps.py), which must do the
+same thing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+
+import pytest
 
 import loopscope
 from loopscope.agent import core, steps
 
 
-def test_a_task_with_broken_bookkeeping_still_runs_and_the_error_is_counted():
+@pytest.fixture(params=[True, False], ids=["compiled", "python"])
+def speedups(request: pytest.FixtureRequest) -> bool:
+    if request.param and steps._speedups is None:
+        pytest.skip("the compiled step hook was not built here (no C compiler when loopscope was installed)")
+    return request.param
+
+
+def test_a_task_with_broken_bookkeeping_still_runs_and_the_error_is_counted(speedups: bool):
     async def child() -> int:
         await asyncio.sleep(0)
         return 7
@@ -18,14 +33,14 @@ def test_a_task_with_broken_bookkeeping_still_runs_and_the_error_is_counted():
         del task._ls_created  # as if recording its origin had failed
         return await task
 
-    with loopscope.installed(server=False, dump_signal="") as agent:
+    with loopscope.installed(server=False, dump_signal="", speedups=speedups) as agent:
         before = agent.tracker.errors
         assert asyncio.run(main()) == 7
         assert agent.tracker.errors > before
         assert "AttributeError" in (agent.tracker.last_error or "")
 
 
-def test_exceptions_from_callbacks_are_reported_like_asyncio_does():
+def test_exceptions_from_callbacks_are_reported_like_asyncio_does(speedups: bool):
     seen: list[dict] = []
 
     def boom() -> None:
@@ -37,8 +52,9 @@ def test_exceptions_from_callbacks_are_reported_like_asyncio_does():
         loop.call_soon(boom)
         await asyncio.sleep(0.01)
 
-    with loopscope.installed(server=False, dump_signal="") as agent:
+    with loopscope.installed(server=False, dump_signal="", speedups=speedups) as agent:
         assert asyncio.events.Handle._run is agent.step_hook.fast
+        assert (type(agent.step_hook.fast) is steps._speedups.StepRun) == speedups if steps._speedups else True
         asyncio.run(main())
     assert len(seen) == 1
     assert seen[0]["message"].startswith("Exception in callback ") and "boom" in seen[0]["message"]
@@ -46,7 +62,7 @@ def test_exceptions_from_callbacks_are_reported_like_asyncio_does():
     assert asyncio.events.Handle._run is steps._original_run  # uninstalled
 
 
-def test_steps_are_timed_and_attributed_to_their_task():
+def test_steps_are_timed_and_attributed_to_their_task(speedups: bool):
     async def worker() -> None:
         for _ in range(5):
             await asyncio.sleep(0)
@@ -56,7 +72,7 @@ def test_steps_are_timed_and_attributed_to_their_task():
         await t
         return t._ls_steps, t._ls_busy
 
-    with loopscope.installed(server=False, dump_signal=""):
+    with loopscope.installed(server=False, dump_signal="", speedups=speedups):
         n, busy = asyncio.run(main())
         assert n == 6 and busy > 0  # the first step and five wakeups
         assert core.current() is not None
@@ -92,3 +108,134 @@ def test_watchdog_sleeps_until_a_loop_could_be_late():
     finally:
         Watchdog.poll = original
     assert 3 <= len(polls) <= 30, len(polls)
+
+
+def _workload_outcome(speedups: bool) -> dict:
+    """Run a workload touching every branch of the step hook; return what
+    it counted, with durations left out (they differ from run to run)."""
+    import sys
+    import time
+
+    async def steps_n(n: int) -> None:
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("fails")
+
+    async def blocks() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.03)  # a blocking step, over slow_step
+
+    async def main() -> dict:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, _ctx: None)
+        tasks = [asyncio.create_task(steps_n(k), name=f"steps-{k}") for k in range(4)]
+        failing = asyncio.create_task(fails(), name="fails")
+        blocking = asyncio.create_task(blocks(), name="blocks")
+        early = asyncio.create_task(steps_n(3), name="early")
+        early.cancel()  # before its first step
+        late = asyncio.create_task(steps_n(1000), name="late")
+        await asyncio.sleep(0)
+        late.cancel()
+        loop.call_soon(lambda: 1 / 0)  # an exception from a plain callback
+        eager = None
+        if sys.version_info >= (3, 12):
+            loop.set_task_factory(asyncio.eager_task_factory)
+            eager = asyncio.create_task(steps_n(2), name="eager")
+            loop.set_task_factory(None)
+        await asyncio.gather(*tasks, failing, blocking, early, late, *([eager] if eager else []), return_exceptions=True)
+        await asyncio.sleep(0.01)
+        m = loop._loopscope_metrics
+        every = [*tasks, failing, blocking, early, late]
+        return {
+            "steps": {t.get_name(): t._ls_steps for t in every},
+            "ends": (m.done, m.failed, m.cancelled),
+            "slow": m.slow_count,
+            "blocking_tasks": [b[2][1:] for b in m.blocking],  # (name, coroutine), no id
+        }
+
+    with loopscope.installed(server=False, dump_signal="", slow_step=0.02, speedups=speedups) as agent:
+        out = asyncio.run(main())
+        out["errors"] = agent.tracker.errors
+        out["history"] = sorted((e[1], e[5]) for e in (*agent.tracker.failed, *agent.tracker.cancelled))
+    return out
+
+
+def test_the_compiled_and_the_python_hook_count_the_same():
+    if steps._speedups is None:
+        pytest.skip("the compiled step hook was not built here (no C compiler when loopscope was installed)")
+    compiled, python = _workload_outcome(True), _workload_outcome(False)
+    assert compiled == python
+    # and what they agree on is right
+    assert python["steps"] == {"steps-0": 1, "steps-1": 2, "steps-2": 3, "steps-3": 4, "fails": 2, "blocks": 2, "early": 1, "late": 2}
+    assert python["errors"] == 0
+    assert python["slow"] == 1 and python["blocking_tasks"][0][0] == "blocks"
+    assert ("fails", "failed") in python["history"] and ("early", "cancelled") in python["history"]
+
+
+def test_a_loop_without_metrics_runs_its_callbacks_the_asyncio_way(speedups: bool):
+    ran: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        del loop._loopscope_metrics  # as on a loop the agent does not watch
+        loop.call_soon(ran.append, 1)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    with loopscope.installed(server=False, dump_signal="", speedups=speedups):
+        asyncio.run(main())
+    assert ran == [1]
+
+
+@pytest.mark.parametrize("exc", [SystemExit, KeyboardInterrupt])
+def test_systemexit_and_keyboardinterrupt_still_stop_the_loop(speedups: bool, exc: type):
+    def stop() -> None:
+        raise exc()
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(stop)
+        await asyncio.sleep(1)
+
+    with loopscope.installed(server=False, dump_signal="", speedups=speedups):
+        with pytest.raises(exc):
+            asyncio.run(main())
+
+
+def test_ci_builds_the_compiled_hook():
+    """.ci/run sets LOOPSCOPE_REQUIRE_SPEEDUPS: there, a build that silently
+    fell back to the Python hook (missing headers, say) is a failure."""
+    if os.environ.get("LOOPSCOPE_REQUIRE_SPEEDUPS") != "1":
+        pytest.skip("the compiled step hook is optional outside CI (.ci/run requires it)")
+    assert steps._speedups is not None
+
+
+def test_the_hook_leaks_no_objects_per_step(speedups: bool):
+    """A reference kept per step (a float, a task, an exception) would show
+    as tens of thousands of blocks after 40,000 steps."""
+    import gc
+    import sys
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise ValueError
+
+    async def main(rounds: int) -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, _ctx: None)
+        for _ in range(rounds):
+            await asyncio.gather(*[asyncio.create_task(worker(20)) for _ in range(100)], failing(), return_exceptions=True)
+
+    with loopscope.installed(server=False, dump_signal="", history_size=10, speedups=speedups):
+        asyncio.run(main(2))  # warm-up: caches, interned sites, the history rings
+        gc.collect()
+        before = sys.getallocatedblocks()
+        asyncio.run(main(20))  # 20 x 100 tasks x 21 steps: 42,000 steps
+        gc.collect()
+        grown = sys.getallocatedblocks() - before
+    assert grown < 4000, grown

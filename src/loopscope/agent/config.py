@@ -43,6 +43,9 @@ class Config:
     #: Time every step of the default loop (step histogram, busy time, exact
     #: task ends, blocking steps).  Off: only creation tracking and the lag probe.
     metrics: bool = True
+    #: Use the compiled step hook (agent/_speedups.c) where it was built; off:
+    #: the Python one, which does the same at several times the cost.
+    speedups: bool = True
     #: A step longer than this (seconds) is recorded as a blocking step.
     slow_step: float = 0.1
     #: The watchdog thread's shortest sleep (seconds); it otherwise sleeps

@@ -18,6 +18,13 @@ alternatives and their costs are in BENCHMARKS.md; the issue's prototypes
 
 uvloop's handles are compiled: this hook does not see its steps; see
 docs/metrics.md for what is exact where.
+
+``_speedups.StepRun`` is the plain variant compiled (agent/_speedups.c),
+used when it was built and the ``speedups`` option is on: the same lines in
+C cost less than asyncio's own ``Handle._run`` in Python, where the Python
+variant costs 5-10 % of a spawning benchmark or an aiohttp request
+(BENCHMARKS.md, "Seventh session").  The two must stay line for line the
+same; the test suite runs both.
 """
 
 from __future__ import annotations
@@ -30,8 +37,13 @@ from bisect import bisect_right
 from typing import Any
 
 from .hooks import HOOKS, Hooks
-from .metrics import BOUNDS, FINE_LIMIT
+from .metrics import BOUNDS, FINE_LIMIT, LoopMetrics
 from .tracker import Tracker
+
+try:
+    from . import _speedups
+except ImportError:  # not built (no compiler at install time): the Python hook
+    _speedups = None  # type: ignore[assignment]
 
 _original_run = events.Handle._run
 _monotonic = time.monotonic
@@ -84,6 +96,8 @@ class StepHook:
         self.hooks = hooks
         self.installed = False
         self.fast = _make_run(tracker, with_hooks=False)
+        if _speedups is not None and tracker.config.speedups:
+            self.fast = _compiled_run(tracker)
         self.hooked = _make_run(tracker, with_hooks=True)
         hooks.on_change.append(self._hooks_changed)
 
@@ -107,6 +121,27 @@ class StepHook:
 
 
 _STEP_TYPE, _WAKEUP_TYPE = _task_callback_types()
+
+
+def _compiled_run(tracker: Tracker) -> Any:
+    """The plain variant of ``_make_run``, compiled: the same closure
+    values, handed to C once."""
+    return _speedups.StepRun(
+        original=_original_run,
+        report=_report,
+        step_type=_STEP_TYPE,
+        wakeup_type=_WAKEUP_TYPE,
+        cls=tracker.task_class,
+        eager_cls=tracker.eager_task_class,
+        metrics_cls=LoopMetrics,
+        step_end=tracker.note_end,
+        clean_end=tracker.clean_end,
+        budget=tracker.done_budget,
+        hooks=tracker.hooks,
+        note_error=tracker.note_error,
+        fine_limit=FINE_LIMIT,
+        bounds=BOUNDS,
+    )
 
 
 def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:

@@ -1,0 +1,598 @@
+/* loopscope.agent._speedups: the step hook (agent/steps.py) compiled.
+ *
+ * Why this exists: the step hook replaces asyncio.events.Handle._run, so it
+ * runs for every callback the loop runs.  Written in Python, the least an
+ * exact per-step timer can do (two clock reads and a histogram increment)
+ * already costs 5-10 % of a task-spawning benchmark and of an aiohttp
+ * request, and the interpreter runs that bytecode at about half the
+ * instructions per cycle of asyncio's own C task code.  The same work in C
+ * costs less than asyncio's own Python Handle._run it replaces.
+ *
+ * It is optional: it only depends on CPython's C API (no third-party
+ * library), it is built when a compiler is there, and steps.py falls back to
+ * the Python hook, which does exactly the same thing line for line, when it
+ * is not (or when LOOPSCOPE_SPEEDUPS=0).  Any change here changes
+ * steps.py's _run too, and the reverse.
+ *
+ * Safety rules, because this runs inside other people's services:
+ *  - the callback's own exceptions are handled exactly as asyncio does
+ *    (SystemExit and KeyboardInterrupt propagate, anything else goes to the
+ *    loop's exception handler through steps._report);
+ *  - nothing of ours ever raises: an error in the accounting is handed to
+ *    the tracker's note_error and cleared;
+ *  - slots are only read at fixed offsets on objects whose exact type was
+ *    checked against the class those offsets were read from.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+#include <stddef.h>
+#include <time.h>
+
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
+
+/* interned attribute names, made once */
+static PyObject *s_loop, *s_callback, *s_args, *s_context, *s_metrics;
+static PyObject *s_state, *s_exception, *s_unregister, *s_long_step;
+static PyObject *s_PENDING, *s_FINISHED, *zero;
+
+/* Offsets of the __slots__ this hook touches, read from the classes' member
+ * descriptors when a StepRun is made. */
+enum { M_BUSY, M_NESTED, M_FINE, M_COUNTS, M_STEP_MAX, M_SLOW, M_DONE, M_N };
+static const char *m_names[M_N] = {"busy", "nested", "fine", "counts", "step_max", "slow", "done"};
+enum { T_STEPS, T_LAST, T_FIRST, T_CREATED, T_BUSY, T_LONGEST, T_CANCEL, T_N };
+static const char *t_names[T_N] = {"_ls_steps", "_ls_last", "_ls_first", "_ls_created", "_ls_busy", "_ls_longest", "_ls_cancel"};
+
+#define MAX_BOUNDS 128
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *original;   /* asyncio's Handle._run, for loops we do not watch */
+    PyObject *report;     /* steps._report(handle, exc) */
+    PyObject *step_type, *wakeup_type;
+    PyObject *cls, *eager_cls, *metrics_cls;
+    PyObject *step_end;   /* tracker.note_end(m, task, t1) */
+    PyObject *clean_end;  /* tracker.clean_end(task, t1) */
+    PyObject *budget;     /* a one-element list: the done ring's budget */
+    PyObject *hooks;      /* loopscope.hooks.HOOKS: .unregister */
+    PyObject *note_error;
+    double fine_limit;
+    Py_ssize_t nbounds;
+    double bounds[MAX_BOUNDS];
+    Py_ssize_t m_off[M_N];
+    Py_ssize_t t_off[T_N];
+} StepRun;
+
+static inline double
+monotonic(void)
+{
+    /* what time.monotonic() reads on Linux and the BSDs */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* Replace a slot's value, stealing the reference to `value`.  Fails (with
+ * MemoryError set) only when `value` is NULL. */
+static inline int
+set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = value;
+    Py_XDECREF(old);
+    return 0;
+}
+
+static inline int
+set_float(PyObject *obj, Py_ssize_t off, double v)
+{
+    return set_slot(obj, off, PyFloat_FromDouble(v));
+}
+
+/* A slot read as a double; -1 with an exception if it is unset or not a number. */
+static inline int
+get_double(PyObject *obj, Py_ssize_t off, const char *name, double *out)
+{
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL) {
+        PyErr_Format(PyExc_AttributeError, "%s is not set", name);
+        return -1;
+    }
+    double d = PyFloat_CheckExact(v) ? PyFloat_AS_DOUBLE(v) : PyFloat_AsDouble(v);
+    if (d == -1.0 && PyErr_Occurred())
+        return -1;
+    *out = d;
+    return 0;
+}
+
+/* list[i] += 1 on a list of ints */
+static inline int
+bump(PyObject *list, Py_ssize_t i)
+{
+    if (!PyList_CheckExact(list) || i < 0 || i >= PyList_GET_SIZE(list)) {
+        PyErr_SetString(PyExc_IndexError, "histogram index out of range");
+        return -1;
+    }
+    PyObject *item = PyList_GET_ITEM(list, i);
+    Py_ssize_t n = PyLong_AsSsize_t(item);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *next = PyLong_FromSsize_t(n + 1);
+    if (next == NULL)
+        return -1;
+    PyList_SET_ITEM(list, i, next);
+    Py_DECREF(item);
+    return 0;
+}
+
+static int
+member_offset(PyObject *cls, const char *name, Py_ssize_t *out)
+{
+    PyObject *d = PyObject_GetAttrString(cls, name);
+    if (d == NULL)
+        return -1;
+    if (!PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%R.%s is not a slot", cls, name);
+        Py_DECREF(d);
+        return -1;
+    }
+    PyMemberDef *def = ((PyMemberDescrObject *)d)->d_member;
+    if (def->type != Py_T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%R.%s is not an object slot", cls, name);
+        Py_DECREF(d);
+        return -1;
+    }
+    *out = def->offset;
+    Py_DECREF(d);
+    return 0;
+}
+
+/* The accounting after a step: steps.py's _run, from "d = t1 - t0" on. */
+static int
+account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, double t1)
+{
+    double d = t1 - t0, v;
+    PyObject *task;
+    Py_ssize_t *mo = self->m_off, *to = self->t_off;
+
+    if (get_double(m, mo[M_BUSY], "busy", &v) < 0 || set_float(m, mo[M_BUSY], v + d) < 0)
+        return -1;
+    if (get_double(m, mo[M_NESTED], "nested", &v) < 0)
+        return -1;
+    if (v != 0.0) {
+        /* an eager task ran its first step inside this one (timed there) */
+        d = d - v > 0.0 ? d - v : 0.0;
+        if (set_float(m, mo[M_NESTED], 0.0) < 0)
+            return -1;
+    }
+    if (d < self->fine_limit) {
+        if (bump(SLOT(m, mo[M_FINE]), (Py_ssize_t)floor(d * 1e6)) < 0)
+            return -1;
+    }
+    else {
+        /* bisect_right(BOUNDS, d) */
+        Py_ssize_t lo = 0, hi = self->nbounds;
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (d < self->bounds[mid])
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        if (bump(SLOT(m, mo[M_COUNTS]), lo) < 0)
+            return -1;
+        if (get_double(m, mo[M_STEP_MAX], "step_max", &v) < 0)
+            return -1;
+        if (d > v && set_float(m, mo[M_STEP_MAX], d) < 0)
+            return -1;
+        if (get_double(m, mo[M_SLOW], "slow", &v) < 0)
+            return -1;
+        if (d > v) {
+            PyObject *pt0 = PyFloat_FromDouble(t0), *pd = PyFloat_FromDouble(d);
+            PyObject *r = NULL;
+            if (pt0 && pd)
+                r = PyObject_CallMethodObjArgs(m, s_long_step, handle, pt0, pd, NULL);
+            Py_XDECREF(pt0);
+            Py_XDECREF(pd);
+            if (r == NULL)
+                return -1;
+            Py_DECREF(r);
+        }
+    }
+
+    PyObject *tp = (PyObject *)Py_TYPE(cb);
+    if (tp != self->step_type && tp != self->wakeup_type)
+        return 0;
+    task = PyCFunction_Check(cb) ? PyCFunction_GET_SELF(cb) : NULL;
+    if (task == NULL) {
+        /* a TaskStepMethWrapper: its task is its __self__ */
+        PyObject *owner = PyObject_GetAttrString(cb, "__self__");
+        if (owner == NULL)
+            return -1;
+        Py_DECREF(owner);  /* cb holds it */
+        task = owner;
+    }
+    PyObject *tt = (PyObject *)Py_TYPE(task);
+    if (tt != self->cls && tt != self->eager_cls)
+        return 0;
+
+    PyObject *steps = SLOT(task, to[T_STEPS]);
+    if (steps == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_ls_steps is not set");
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(steps);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (set_float(task, to[T_LAST], t1) < 0)
+        return -1;
+    if (n == 0) {
+        /* the other slots are first written here (tracker.make_track) */
+        double created;
+        if (get_double(task, to[T_CREATED], "_ls_created", &created) < 0)
+            return -1;
+        if (set_float(task, to[T_FIRST], t0 - created) < 0 || set_slot(task, to[T_STEPS], PyLong_FromLong(1)) < 0
+            || set_float(task, to[T_BUSY], d) < 0 || set_float(task, to[T_LONGEST], d) < 0)
+            return -1;
+    }
+    else {
+        if (set_slot(task, to[T_STEPS], PyLong_FromSsize_t(n + 1)) < 0)
+            return -1;
+        if (get_double(task, to[T_BUSY], "_ls_busy", &v) < 0 || set_float(task, to[T_BUSY], v + d) < 0)
+            return -1;
+        if (get_double(task, to[T_LONGEST], "_ls_longest", &v) < 0)
+            return -1;
+        if (d > v && set_float(task, to[T_LONGEST], d) < 0)
+            return -1;
+    }
+
+    PyObject *state = PyObject_GetAttr(task, s_state);
+    if (state == NULL)
+        return -1;
+    int pending = state == s_PENDING || PyUnicode_Compare(state, s_PENDING) == 0;
+    int finished = !pending && (state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0);
+    Py_DECREF(state);
+    if (pending)
+        return 0;
+    PyObject *pt1 = PyFloat_FromDouble(t1);
+    if (pt1 == NULL)
+        return -1;
+    int clean = 0;
+    if (finished && tt == self->cls && SLOT(task, to[T_CANCEL]) == Py_None) {
+        PyObject *exc = PyObject_GetAttr(task, s_exception);
+        if (exc == NULL) {
+            Py_DECREF(pt1);
+            return -1;
+        }
+        clean = exc == Py_None;
+        Py_DECREF(exc);
+    }
+    PyObject *r;
+    if (clean) {
+        /* note_end's clean finish, inlined */
+        PyObject *done = SLOT(m, mo[M_DONE]);
+        Py_ssize_t k = done == NULL ? -1 : PyLong_AsSsize_t(done);
+        if (k == -1 && (done == NULL || PyErr_Occurred())) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_AttributeError, "done is not set");
+            Py_DECREF(pt1);
+            return -1;
+        }
+        if (set_slot(m, mo[M_DONE], PyLong_FromSsize_t(k + 1)) < 0) {
+            Py_DECREF(pt1);
+            return -1;
+        }
+        int want = 0;
+        PyObject *b = PyList_CheckExact(self->budget) && PyList_GET_SIZE(self->budget) > 0
+            ? PyList_GET_ITEM(self->budget, 0) : NULL;
+        if (b != NULL) {
+            int pos = PyObject_RichCompareBool(b, zero, Py_GT);
+            if (pos < 0) {
+                Py_DECREF(pt1);
+                return -1;
+            }
+            want = pos;
+        }
+        if (!want) {
+            PyObject *u = PyObject_GetAttr(self->hooks, s_unregister);
+            if (u == NULL) {
+                Py_DECREF(pt1);
+                return -1;
+            }
+            want = PyObject_IsTrue(u);
+            Py_DECREF(u);
+            if (want < 0) {
+                Py_DECREF(pt1);
+                return -1;
+            }
+        }
+        if (!want) {
+            Py_DECREF(pt1);
+            return 0;
+        }
+        r = PyObject_CallFunctionObjArgs(self->clean_end, task, pt1, NULL);
+    }
+    else {
+        r = PyObject_CallFunctionObjArgs(self->step_end, m, task, pt1, NULL);
+    }
+    Py_DECREF(pt1);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Handle._run: steps.py's _run, line for line. */
+static PyObject *
+steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    StepRun *self = (StepRun *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)) {
+        PyErr_SetString(PyExc_TypeError, "_run() takes the handle only");
+        return NULL;
+    }
+    PyObject *handle = args[0];
+    PyObject *loop = PyObject_GetAttr(handle, s_loop);
+    if (loop == NULL)
+        return NULL;
+    PyObject *m = PyObject_GetAttr(loop, s_metrics);
+    Py_DECREF(loop);
+    if (m == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+        return PyObject_CallOneArg(self->original, handle);
+    }
+    if ((PyObject *)Py_TYPE(m) != self->metrics_cls) {
+        /* not a loop of ours after all: asyncio's own behaviour */
+        Py_DECREF(m);
+        return PyObject_CallOneArg(self->original, handle);
+    }
+    PyObject *cb = PyObject_GetAttr(handle, s_callback);
+    PyObject *cargs = cb ? PyObject_GetAttr(handle, s_args) : NULL;
+    PyObject *ctx = cargs ? PyObject_GetAttr(handle, s_context) : NULL;
+    if (ctx == NULL) {
+        Py_DECREF(m);
+        Py_XDECREF(cb);
+        Py_XDECREF(cargs);
+        return NULL;
+    }
+    double t0 = monotonic();
+    PyObject *r = NULL;
+    if (PyContext_Enter(ctx) == 0) {
+        if (PyTuple_CheckExact(cargs))
+            r = PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(cargs, 0), PyTuple_GET_SIZE(cargs), NULL);
+        else if (cargs == Py_None)
+            r = PyObject_CallNoArgs(cb);
+        else
+            r = PyObject_Call(cb, cargs, NULL);
+        if (PyContext_Exit(ctx) < 0)
+            Py_CLEAR(r);
+    }
+    Py_DECREF(ctx);
+    Py_DECREF(cargs);
+    if (r != NULL) {
+        Py_DECREF(r);
+    }
+    else if (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        Py_DECREF(cb);
+        Py_DECREF(m);
+        return NULL;
+    }
+    else {
+        /* asyncio's own reporting (steps._report) */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL && value != NULL)
+            PyException_SetTraceback(value, tb);
+        PyObject *rr = value ? PyObject_CallFunctionObjArgs(self->report, handle, value, NULL) : NULL;
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        if (rr == NULL) {
+            Py_DECREF(cb);
+            Py_DECREF(m);
+            return NULL;
+        }
+        Py_DECREF(rr);
+    }
+    double t1 = monotonic();
+    if (account(self, handle, m, cb, t0, t1) < 0) {
+        /* nothing of ours may ever raise into the loop */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyObject *rr = value ? PyObject_CallOneArg(self->note_error, value) : NULL;
+        Py_XDECREF(rr);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        PyErr_Clear();
+    }
+    Py_DECREF(cb);
+    Py_DECREF(m);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+steprun_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    /* a function-like descriptor, so that Handle._run binds the handle */
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static int
+steprun_traverse(StepRun *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->original);
+    Py_VISIT(self->report);
+    Py_VISIT(self->step_type);
+    Py_VISIT(self->wakeup_type);
+    Py_VISIT(self->cls);
+    Py_VISIT(self->eager_cls);
+    Py_VISIT(self->metrics_cls);
+    Py_VISIT(self->step_end);
+    Py_VISIT(self->clean_end);
+    Py_VISIT(self->budget);
+    Py_VISIT(self->hooks);
+    Py_VISIT(self->note_error);
+    return 0;
+}
+
+static int
+steprun_clear(StepRun *self)
+{
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->report);
+    Py_CLEAR(self->step_type);
+    Py_CLEAR(self->wakeup_type);
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->eager_cls);
+    Py_CLEAR(self->metrics_cls);
+    Py_CLEAR(self->step_end);
+    Py_CLEAR(self->clean_end);
+    Py_CLEAR(self->budget);
+    Py_CLEAR(self->hooks);
+    Py_CLEAR(self->note_error);
+    return 0;
+}
+
+static void
+steprun_dealloc(StepRun *self)
+{
+    PyObject_GC_UnTrack(self);
+    steprun_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+steprun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kw[] = {"original", "report", "step_type", "wakeup_type", "cls", "eager_cls", "metrics_cls",
+                         "step_end", "clean_end", "budget", "hooks", "note_error", "fine_limit", "bounds", NULL};
+    PyObject *original, *report, *step_type, *wakeup_type, *cls, *eager_cls, *metrics_cls;
+    PyObject *step_end, *clean_end, *budget, *hooks, *note_error, *bounds;
+    double fine_limit;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOOOdO:StepRun", kw, &original, &report, &step_type,
+                                     &wakeup_type, &cls, &eager_cls, &metrics_cls, &step_end, &clean_end, &budget,
+                                     &hooks, &note_error, &fine_limit, &bounds))
+        return NULL;
+    if (!PyType_Check(cls) || !PyType_Check(eager_cls) || !PyType_Check(metrics_cls)
+        || !PyType_IsSubtype((PyTypeObject *)eager_cls, (PyTypeObject *)cls)) {
+        PyErr_SetString(PyExc_TypeError, "cls, eager_cls and metrics_cls must be classes, eager_cls a subclass of cls");
+        return NULL;
+    }
+    if (!PyList_CheckExact(budget)) {
+        PyErr_SetString(PyExc_TypeError, "budget must be a list");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(bounds, "bounds must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
+    if (nb > MAX_BOUNDS) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many bounds");
+        return NULL;
+    }
+    StepRun *self = (StepRun *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    self->vectorcall = steprun_vectorcall;
+    self->nbounds = nb;
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        self->bounds[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (self->bounds[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    self->fine_limit = fine_limit;
+    for (int i = 0; i < M_N; i++)
+        if (member_offset(metrics_cls, m_names[i], &self->m_off[i]) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    for (int i = 0; i < T_N; i++)
+        if (member_offset(cls, t_names[i], &self->t_off[i]) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    self->original = Py_NewRef(original);
+    self->report = Py_NewRef(report);
+    self->step_type = Py_NewRef(step_type);
+    self->wakeup_type = Py_NewRef(wakeup_type);
+    self->cls = Py_NewRef(cls);
+    self->eager_cls = Py_NewRef(eager_cls);
+    self->metrics_cls = Py_NewRef(metrics_cls);
+    self->step_end = Py_NewRef(step_end);
+    self->clean_end = Py_NewRef(clean_end);
+    self->budget = Py_NewRef(budget);
+    self->hooks = Py_NewRef(hooks);
+    self->note_error = Py_NewRef(note_error);
+    return (PyObject *)self;
+}
+
+static PyTypeObject StepRunType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "loopscope.agent._speedups.StepRun",
+    .tp_doc = "Handle._run with loopscope's step accounting (see agent/steps.py).",
+    .tp_basicsize = sizeof(StepRun),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(StepRun, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = steprun_descr_get,
+    .tp_traverse = (traverseproc)steprun_traverse,
+    .tp_clear = (inquiry)steprun_clear,
+    .tp_dealloc = (destructor)steprun_dealloc,
+    .tp_new = steprun_new,
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT, "loopscope.agent._speedups",
+    "The step hook compiled; see agent/steps.py for the same in Python.", -1, NULL,
+};
+
+static int
+intern(PyObject **slot, const char *s)
+{
+    *slot = PyUnicode_InternFromString(s);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (intern(&s_loop, "_loop") || intern(&s_callback, "_callback") || intern(&s_args, "_args")
+        || intern(&s_context, "_context") || intern(&s_metrics, "_loopscope_metrics") || intern(&s_state, "_state")
+        || intern(&s_exception, "_exception") || intern(&s_unregister, "unregister")
+        || intern(&s_long_step, "long_step") || intern(&s_PENDING, "PENDING") || intern(&s_FINISHED, "FINISHED"))
+        return NULL;
+    zero = PyLong_FromLong(0);
+    if (zero == NULL || PyType_Ready(&StepRunType) < 0)
+        return NULL;
+    PyObject *mod = PyModule_Create(&speedups_module);
+    if (mod == NULL)
+        return NULL;
+    if (PyModule_AddObject(mod, "StepRun", Py_NewRef((PyObject *)&StepRunType)) < 0) {
+        Py_DECREF(&StepRunType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}
