@@ -16,7 +16,8 @@ Prometheus server would.
 The issue's budget: throughput loss <= 3 %, p99 latency increase <= 5 %.
 
 ``--configs`` picks other configurations, to find where a cost comes from:
-``ls-noprom`` (no Prometheus endpoint, no scrape), ``ls-nometrics`` (no step
+``ls-noprom`` (no Prometheus endpoint, no scrape), ``ls-pyhook``
+(the Python step hook instead of the compiled one), ``ls-nometrics`` (no step
 hook), ``ls-noprims`` (no primitive tracking), ``ls-quiet`` (the watchdog and
 heartbeat at 1 s instead of 20/50 ms), ``ls-bare`` (all of those off: task
 tracking and the socket server only).
@@ -82,6 +83,7 @@ def parse_wrk(out: str) -> tuple[float, float]:
 VARIANTS: dict[str, dict[str, str]] = {
     "loopscope": {},
     "ls-noprom": {},
+    "ls-pyhook": {"SPEEDUPS": "0"},
     "ls-nometrics": {"METRICS": "0"},
     "ls-noprims": {"PRIMITIVES": "0"},
     "ls-quiet": {"WATCHDOG": "1", "HEARTBEAT": "1"},

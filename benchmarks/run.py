@@ -96,7 +96,7 @@ class Config:
     """One way of running a workload."""
 
     loop: str  # "asyncio" (the default loop) or "uvloop"
-    monitor: str  # "none", "loopscope", "loopscope-tracking", "loopscope+server" or "aiomonitor"
+    monitor: str  # "none", "loopscope", "loopscope-tracking", "loopscope-pyhook", "loopscope+server" or "aiomonitor"
     debug: bool = False
 
     @property
@@ -107,6 +107,7 @@ class Config:
 CONFIGS: dict[str, Config] = {
     "plain": Config("asyncio", "none"),
     "loopscope": Config("asyncio", "loopscope"),
+    "pyhook": Config("asyncio", "loopscope-pyhook"),
     "loopscope+server": Config("asyncio", "loopscope+server"),
     "tracking": Config("asyncio", "loopscope-tracking"),
     "aiomonitor": Config("asyncio", "aiomonitor"),
@@ -169,6 +170,9 @@ def measure(workload: str, config: Config) -> float:
             # Issue 2's budget: task tracking only (creation sites, parents,
             # ends and cancellations), no step timing and no primitives.
             options.update(metrics=False, primitives=False)
+        if config.monitor == "loopscope-pyhook":
+            # everything on, with the Python step hook instead of the compiled one
+            options.update(speedups=False)
         loopscope.install(**options)
     try:
         # uvloop copies asyncio._set_running_loop when it is imported, so it
