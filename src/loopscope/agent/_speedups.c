@@ -117,7 +117,7 @@ get_double(PyObject *obj, Py_ssize_t off, const char *name, double *out)
 static inline int
 bump(PyObject *list, Py_ssize_t i)
 {
-    if (!PyList_CheckExact(list) || i < 0 || i >= PyList_GET_SIZE(list)) {
+    if (list == NULL || !PyList_CheckExact(list) || i < 0 || i >= PyList_GET_SIZE(list)) {
         PyErr_SetString(PyExc_IndexError, "histogram index out of range");
         return -1;
     }
