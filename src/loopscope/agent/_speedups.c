@@ -1,4 +1,5 @@
-/* loopscope.agent._speedups: the step hook (agent/steps.py) compiled.
+/* loopscope.agent._speedups: the step hook (agent/steps.py) and the
+ * per-task creation record (tracker.make_track), compiled.
  *
  * Why this exists: the step hook replaces asyncio.events.Handle._run, so it
  * runs for every callback the loop runs.  Written in Python, the least an
@@ -9,10 +10,11 @@
  * costs less than asyncio's own Python Handle._run it replaces.
  *
  * It is optional: it only depends on CPython's C API (no third-party
- * library), it is built when a compiler is there, and steps.py falls back to
- * the Python hook, which does exactly the same thing line for line, when it
- * is not (or when LOOPSCOPE_SPEEDUPS=0).  Any change here changes
- * steps.py's _run too, and the reverse.
+ * library), it is built when a compiler is there, and steps.py and
+ * tracker.py fall back to their Python versions, which do exactly the same
+ * thing line for line, when it is not (or when LOOPSCOPE_SPEEDUPS=0).  Any
+ * change here changes steps.py's _run or tracker.py's track too, and the
+ * reverse.
  *
  * Safety rules, because this runs inside other people's services:
  *  - the callback's own exceptions are handled exactly as asyncio does
@@ -20,8 +22,9 @@
  *    loop's exception handler through steps._report);
  *  - nothing of ours ever raises: an error in the accounting is handed to
  *    the tracker's note_error and cleared;
- *  - slots are only read at fixed offsets on objects whose exact type was
- *    checked against the class those offsets were read from.
+ *  - slots are only read at fixed offsets on objects whose type was
+ *    checked against the class those offsets were read from (exactly, or
+ *    as a subclass: a subclass keeps its bases' slots where they are).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -153,6 +156,23 @@ member_offset(PyObject *cls, const char *name, Py_ssize_t *out)
     *out = def->offset;
     Py_DECREF(d);
     return 0;
+}
+
+/* Hand the pending exception to note_error and clear it. */
+static void
+hand_over_error(PyObject *note_error)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    PyObject *rr = value ? PyObject_CallOneArg(note_error, value) : NULL;
+    Py_XDECREF(rr);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    PyErr_Clear();
 }
 
 /* The accounting after a step: steps.py's _run, from "d = t1 - t0" on. */
@@ -407,16 +427,7 @@ steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     }
     double t1 = monotonic();
     if (account(self, handle, m, cb, t0, t1) < 0) {
-        /* nothing of ours may ever raise into the loop */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        PyObject *rr = value ? PyObject_CallOneArg(self->note_error, value) : NULL;
-        Py_XDECREF(rr);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
-        PyErr_Clear();
+        hand_over_error(self->note_error);  /* nothing of ours may ever raise into the loop */
     }
     Py_DECREF(cb);
     Py_DECREF(m);
@@ -553,7 +564,7 @@ static PyTypeObject StepRunType = {
     .tp_name = "loopscope.agent._speedups.StepRun",
     .tp_doc = "Handle._run with loopscope's step accounting (see agent/steps.py).",
     .tp_basicsize = sizeof(StepRun),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_vectorcall_offset = offsetof(StepRun, vectorcall),
     .tp_call = PyVectorcall_Call,
     .tp_descr_get = steprun_descr_get,
@@ -561,6 +572,507 @@ static PyTypeObject StepRunType = {
     .tp_clear = (inquiry)steprun_clear,
     .tp_dealloc = (destructor)steprun_dealloc,
     .tp_new = steprun_new,
+};
+
+/* ------------------------------------------------------------------------
+ * Track: tracker.make_track's track(task, loop, f), compiled.
+ *
+ * Why: it runs once per task made through loopscope's factory, and task
+ * tracking has a budget of its own (issue 2: 1.25x on a task-spawning
+ * benchmark).  In Python its attribute stores, frame walk and calls are
+ * about a quarter of a trivial task's whole cost.  The same lines in C: the
+ * slots written at fixed offsets, the frame's code compared by identity, the
+ * cached per-code verdict read from the same dict the Python side fills.
+ * Anything uncommon (a code not yet judged, a parent's first child, a task
+ * of another class) calls back into the Python helpers the Python track
+ * uses, so both record exactly the same.
+ */
+
+enum { K_CANCEL, K_STEPS, K_FIRST, K_CODE, K_LASTI, K_CREATED, K_LINK, K_PLINK, K_N };
+static const char *k_names[K_N] = {"_ls_cancel", "_ls_steps", "_ls_first", "_ls_code", "_ls_lasti",
+                                   "_ls_created", "_ls_link", "_ls_plink"};
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *cls;           /* tracker.task_class: every task tracked is one */
+    PyObject *skip;          /* tracker._code_skip: id(code) -> (code, skipped) */
+    PyObject *first_user;    /* tracker._first_user_frame(f) */
+    PyObject *create_code;   /* asyncio.create_task's code */
+    PyObject *ours_code;     /* spawn.create_task's code */
+    PyObject *current_task;  /* tracker._current_task(loop) */
+    PyObject *link_of;       /* tracker.link_of(parent) */
+    PyObject *bump;          /* the factory's counter.__next__ */
+    PyObject *hooks;         /* loopscope.hooks.HOOKS: .register, .call_register */
+    PyObject *note_error;
+    int timed;
+    Py_ssize_t off[K_N];
+} Track;
+
+static PyObject *s_register, *s_call_register;
+
+/* The user frame a walk from `f` ends at (a new reference), or Py_None. */
+static PyObject *
+site_frame(Track *self, PyObject *f)
+{
+    PyObject *code = (PyObject *)PyFrame_GetCode((PyFrameObject *)f);
+    Py_INCREF(f);
+    if (code == self->create_code || code == self->ours_code) {
+        /* asyncio.create_task (or ours in its place): the user is next */
+        PyObject *back = (PyObject *)PyFrame_GetBack((PyFrameObject *)f);
+        Py_DECREF(f);
+        Py_DECREF(code);
+        if (back == NULL)
+            Py_RETURN_NONE;
+        f = back;
+        code = (PyObject *)PyFrame_GetCode((PyFrameObject *)f);
+    }
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL) {
+        Py_DECREF(code);
+        Py_DECREF(f);
+        return NULL;
+    }
+    PyObject *e = PyDict_GetItemWithError(self->skip, key);  /* borrowed */
+    Py_DECREF(key);
+    if (e == NULL && PyErr_Occurred()) {
+        Py_DECREF(code);
+        Py_DECREF(f);
+        return NULL;
+    }
+    int known_user = e != NULL && PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 2
+                     && PyTuple_GET_ITEM(e, 0) == code && PyTuple_GET_ITEM(e, 1) == Py_False;
+    Py_DECREF(code);
+    if (known_user)
+        return f;
+    PyObject *r = PyObject_CallOneArg(self->first_user, f);
+    Py_DECREF(f);
+    if (r != NULL && r != Py_None && !PyFrame_Check(r)) {
+        Py_DECREF(r);
+        PyErr_SetString(PyExc_TypeError, "_first_user_frame returned a non-frame");
+        return NULL;
+    }
+    return r;
+}
+
+static int
+track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
+{
+    Py_ssize_t *o = self->off;
+    if (!PyObject_TypeCheck(task, (PyTypeObject *)self->cls)) {
+        PyErr_Format(PyExc_TypeError, "track() got a %.100s, not one of loopscope's tasks", Py_TYPE(task)->tp_name);
+        return -1;
+    }
+    if (!PyFrame_Check(f)) {
+        PyErr_SetString(PyExc_TypeError, "track() needs a frame");
+        return -1;
+    }
+    if (set_slot(task, o[K_CANCEL], Py_NewRef(Py_None)) < 0)
+        return -1;
+    if (self->timed && (set_slot(task, o[K_STEPS], Py_NewRef(zero)) < 0 || set_slot(task, o[K_FIRST], Py_NewRef(Py_None)) < 0))
+        return -1;
+    PyObject *site = site_frame(self, f);
+    if (site == NULL)
+        return -1;
+    PyObject *code, *lasti;
+    if (site == Py_None) {
+        code = Py_NewRef(Py_None);  /* no user frame: dropped by readers */
+        lasti = Py_NewRef(Py_None);
+    }
+    else {
+        code = (PyObject *)PyFrame_GetCode((PyFrameObject *)site);
+        lasti = PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)site));
+    }
+    Py_DECREF(site);
+    if (lasti == NULL) {
+        Py_DECREF(code);
+        return -1;
+    }
+    PyObject *parent = PyObject_CallOneArg(self->current_task, loop);
+    if (parent == NULL) {
+        Py_DECREF(code);
+        Py_DECREF(lasti);
+        return -1;
+    }
+    PyObject *link;
+    if (parent == Py_None)
+        link = Py_NewRef(Py_None);
+    else if (PyObject_TypeCheck(parent, (PyTypeObject *)self->cls) && SLOT(parent, o[K_PLINK]) != NULL)
+        link = Py_NewRef(SLOT(parent, o[K_PLINK]));
+    else  /* its first child, or not one of ours */
+        link = PyObject_CallOneArg(self->link_of, parent);
+    Py_DECREF(parent);
+    if (link == NULL) {
+        Py_DECREF(code);
+        Py_DECREF(lasti);
+        return -1;
+    }
+    set_slot(task, o[K_CODE], code);
+    set_slot(task, o[K_LASTI], lasti);
+    if (set_float(task, o[K_CREATED], monotonic()) < 0) {
+        Py_DECREF(link);
+        return -1;
+    }
+    set_slot(task, o[K_LINK], link);  /* last: origin_of reads it first */
+    PyObject *n = PyObject_CallNoArgs(self->bump);
+    if (n == NULL)
+        return -1;
+    Py_DECREF(n);
+    PyObject *reg = PyObject_GetAttr(self->hooks, s_register);
+    if (reg == NULL)
+        return -1;
+    int want = PyObject_IsTrue(reg);
+    Py_DECREF(reg);
+    if (want < 0)
+        return -1;
+    if (want) {
+        PyObject *r = PyObject_CallMethodOneArg(self->hooks, s_call_register, task);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static PyObject *
+track_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Track *self = (Track *)op;
+    if (PyVectorcall_NARGS(nargsf) != 3 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)) {
+        PyErr_SetString(PyExc_TypeError, "track() takes (task, loop, frame)");
+        return NULL;
+    }
+    if (track(self, args[0], args[1], args[2]) < 0)
+        hand_over_error(self->note_error);  /* never into the program */
+    Py_RETURN_NONE;
+}
+
+static int
+track_traverse(Track *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->cls);
+    Py_VISIT(self->skip);
+    Py_VISIT(self->first_user);
+    Py_VISIT(self->create_code);
+    Py_VISIT(self->ours_code);
+    Py_VISIT(self->current_task);
+    Py_VISIT(self->link_of);
+    Py_VISIT(self->bump);
+    Py_VISIT(self->hooks);
+    Py_VISIT(self->note_error);
+    return 0;
+}
+
+static int
+track_clear(Track *self)
+{
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->skip);
+    Py_CLEAR(self->first_user);
+    Py_CLEAR(self->create_code);
+    Py_CLEAR(self->ours_code);
+    Py_CLEAR(self->current_task);
+    Py_CLEAR(self->link_of);
+    Py_CLEAR(self->bump);
+    Py_CLEAR(self->hooks);
+    Py_CLEAR(self->note_error);
+    return 0;
+}
+
+static void
+track_dealloc(Track *self)
+{
+    PyObject_GC_UnTrack(self);
+    track_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+track_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kw[] = {"cls", "skip", "first_user", "create_code", "ours_code", "current_task", "link_of",
+                         "bump", "hooks", "note_error", "timed", NULL};
+    PyObject *cls, *skip, *first_user, *create_code, *ours_code, *current_task, *link_of, *bumpf, *hooks, *note_error;
+    int timed;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOp:Track", kw, &cls, &skip, &first_user, &create_code,
+                                     &ours_code, &current_task, &link_of, &bumpf, &hooks, &note_error, &timed))
+        return NULL;
+    if (!PyType_Check(cls) || !PyDict_CheckExact(skip)) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a class and skip a dict");
+        return NULL;
+    }
+    Track *self = (Track *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = track_vectorcall;
+    self->timed = timed;
+    for (int i = 0; i < K_N; i++)
+        if (member_offset(cls, k_names[i], &self->off[i]) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    self->cls = Py_NewRef(cls);
+    self->skip = Py_NewRef(skip);
+    self->first_user = Py_NewRef(first_user);
+    self->create_code = Py_NewRef(create_code);
+    self->ours_code = Py_NewRef(ours_code);
+    self->current_task = Py_NewRef(current_task);
+    self->link_of = Py_NewRef(link_of);
+    self->bump = Py_NewRef(bumpf);
+    self->hooks = Py_NewRef(hooks);
+    self->note_error = Py_NewRef(note_error);
+    return (PyObject *)self;
+}
+
+static PyTypeObject TrackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "loopscope.agent._speedups.Track",
+    .tp_doc = "tracker.make_track's track(task, loop, frame), compiled.",
+    .tp_basicsize = sizeof(Track),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Track, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)track_traverse,
+    .tp_clear = (inquiry)track_clear,
+    .tp_dealloc = (destructor)track_dealloc,
+    .tp_new = track_new,
+};
+
+/* ------------------------------------------------------------------------
+ * TaskDel: tracker.py's DelTrackedTask.__del__, compiled.
+ *
+ * Why: on loops whose steps the step hook does not see (uvloop, or metrics
+ * off) a task's end is recorded when it is released, and a Python __del__
+ * per task costs more than the rest of the end.  The type is a method
+ * descriptor, so the finaliser calls it with the task and no bound method.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *cls;          /* tracker.task_class: _ls_cancel's offset */
+    PyObject *metrics;      /* tracker.metrics: id(loop) -> LoopMetrics */
+    PyObject *metrics_cls;  /* LoopMetrics: done's offset */
+    PyObject *note_end;     /* tracker.note_end(m, task, now) */
+    PyObject *clean_end;    /* tracker.clean_end(task, None) */
+    PyObject *budget;       /* the done ring's one-element budget */
+    PyObject *hooks;        /* .unregister */
+    PyObject *note_error;
+    destructor finalize;    /* asyncio.Task's own finaliser */
+    Py_ssize_t cancel_off, done_off;
+} TaskDel;
+
+static PyObject *s_ls_m;
+
+/* The loop's metrics for `task` (a new reference, maybe Py_None). */
+static PyObject *
+metrics_of(TaskDel *self, PyObject *task)
+{
+    PyObject *m = PyObject_GetAttr(task, s_ls_m);  /* the per-loop class's */
+    if (m == NULL || m != Py_None)
+        return m;
+    Py_DECREF(m);
+    PyObject *loop = PyObject_GetAttr(task, s_loop);
+    if (loop == NULL)
+        return NULL;
+    PyObject *key = PyLong_FromVoidPtr(loop);
+    Py_DECREF(loop);
+    if (key == NULL)
+        return NULL;
+    m = PyDict_GetItemWithError(self->metrics, key);
+    Py_DECREF(key);
+    if (m == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    return Py_NewRef(m);
+}
+
+/* note_end's clean finish: counted, kept if the budget or a hook wants it. */
+static int
+clean_release(TaskDel *self, PyObject *task, PyObject *m)
+{
+    if (m != Py_None) {
+        if ((PyObject *)Py_TYPE(m) != self->metrics_cls) {
+            PyErr_SetString(PyExc_TypeError, "loop metrics of an unexpected type");
+            return -1;
+        }
+        PyObject *done = SLOT(m, self->done_off);
+        Py_ssize_t k = done == NULL ? -1 : PyLong_AsSsize_t(done);
+        if (k == -1 && (done == NULL || PyErr_Occurred())) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_AttributeError, "done is not set");
+            return -1;
+        }
+        if (set_slot(m, self->done_off, PyLong_FromSsize_t(k + 1)) < 0)
+            return -1;
+    }
+    int want = 0;
+    PyObject *b = PyList_GET_SIZE(self->budget) > 0 ? PyList_GET_ITEM(self->budget, 0) : NULL;
+    if (b != NULL && (want = PyObject_RichCompareBool(b, zero, Py_GT)) < 0)
+        return -1;
+    if (!want) {
+        PyObject *u = PyObject_GetAttr(self->hooks, s_unregister);
+        if (u == NULL)
+            return -1;
+        want = PyObject_IsTrue(u);
+        Py_DECREF(u);
+        if (want <= 0)
+            return want;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(self->clean_end, task, Py_None, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+record_release(TaskDel *self, PyObject *task)
+{
+    if (!PyObject_TypeCheck(task, (PyTypeObject *)self->cls)) {
+        PyErr_SetString(PyExc_TypeError, "__del__ of a task not of loopscope's class");
+        return -1;
+    }
+    PyObject *m = metrics_of(self, task);
+    if (m == NULL)
+        return -1;
+    int clean = 0;
+    if (SLOT(task, self->cancel_off) == Py_None) {
+        PyObject *state = PyObject_GetAttr(task, s_state);
+        if (state == NULL) {
+            Py_DECREF(m);
+            return -1;
+        }
+        int finished = state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0;
+        Py_DECREF(state);
+        if (finished) {
+            PyObject *exc = PyObject_GetAttr(task, s_exception);
+            if (exc == NULL) {
+                Py_DECREF(m);
+                return -1;
+            }
+            clean = exc == Py_None;
+            Py_DECREF(exc);
+        }
+    }
+    int rc;
+    if (clean) {
+        rc = clean_release(self, task, m);
+    }
+    else {
+        PyObject *now = PyFloat_FromDouble(monotonic());
+        PyObject *r = now ? PyObject_CallFunctionObjArgs(self->note_end, m, task, now, NULL) : NULL;
+        Py_XDECREF(now);
+        Py_XDECREF(r);
+        rc = r == NULL ? -1 : 0;
+    }
+    Py_DECREF(m);
+    return rc;
+}
+
+static PyObject *
+taskdel_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    TaskDel *self = (TaskDel *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)) {
+        PyErr_SetString(PyExc_TypeError, "__del__() takes the task only");
+        return NULL;
+    }
+    PyObject *task = args[0];
+    if (record_release(self, task) < 0)
+        hand_over_error(self->note_error);  /* never into the program */
+    if (PyObject_TypeCheck(task, (PyTypeObject *)self->cls))
+        self->finalize(task);  /* "Task was destroyed but it is pending!" and the rest */
+    Py_RETURN_NONE;
+}
+
+static int
+taskdel_traverse(TaskDel *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->cls);
+    Py_VISIT(self->metrics);
+    Py_VISIT(self->metrics_cls);
+    Py_VISIT(self->note_end);
+    Py_VISIT(self->clean_end);
+    Py_VISIT(self->budget);
+    Py_VISIT(self->hooks);
+    Py_VISIT(self->note_error);
+    return 0;
+}
+
+static int
+taskdel_clear(TaskDel *self)
+{
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->metrics);
+    Py_CLEAR(self->metrics_cls);
+    Py_CLEAR(self->note_end);
+    Py_CLEAR(self->clean_end);
+    Py_CLEAR(self->budget);
+    Py_CLEAR(self->hooks);
+    Py_CLEAR(self->note_error);
+    return 0;
+}
+
+static void
+taskdel_dealloc(TaskDel *self)
+{
+    PyObject_GC_UnTrack(self);
+    taskdel_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+taskdel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kw[] = {"cls", "base", "metrics", "metrics_cls", "note_end", "clean_end", "budget", "hooks",
+                         "note_error", NULL};
+    PyObject *cls, *base, *metrics, *metrics_cls, *note_end, *clean_end, *budget, *hooks, *note_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOO:TaskDel", kw, &cls, &base, &metrics, &metrics_cls,
+                                     &note_end, &clean_end, &budget, &hooks, &note_error))
+        return NULL;
+    if (!PyType_Check(cls) || !PyType_Check(base) || !PyType_Check(metrics_cls)
+        || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)base)
+        || ((PyTypeObject *)base)->tp_finalize == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a class derived from base, which has a finaliser");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(metrics) || !PyList_CheckExact(budget)) {
+        PyErr_SetString(PyExc_TypeError, "metrics must be a dict and budget a list");
+        return NULL;
+    }
+    TaskDel *self = (TaskDel *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = taskdel_vectorcall;
+    self->finalize = ((PyTypeObject *)base)->tp_finalize;
+    if (member_offset(cls, "_ls_cancel", &self->cancel_off) < 0 || member_offset(metrics_cls, "done", &self->done_off) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->cls = Py_NewRef(cls);
+    self->metrics = Py_NewRef(metrics);
+    self->metrics_cls = Py_NewRef(metrics_cls);
+    self->note_end = Py_NewRef(note_end);
+    self->clean_end = Py_NewRef(clean_end);
+    self->budget = Py_NewRef(budget);
+    self->hooks = Py_NewRef(hooks);
+    self->note_error = Py_NewRef(note_error);
+    return (PyObject *)self;
+}
+
+static PyTypeObject TaskDelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "loopscope.agent._speedups.TaskDel",
+    .tp_doc = "DelTrackedTask.__del__ (agent/tracker.py), compiled.",
+    .tp_basicsize = sizeof(TaskDel),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_vectorcall_offset = offsetof(TaskDel, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = steprun_descr_get,
+    .tp_traverse = (traverseproc)taskdel_traverse,
+    .tp_clear = (inquiry)taskdel_clear,
+    .tp_dealloc = (destructor)taskdel_dealloc,
+    .tp_new = taskdel_new,
 };
 
 static struct PyModuleDef speedups_module = {
@@ -581,16 +1093,29 @@ PyInit__speedups(void)
     if (intern(&s_loop, "_loop") || intern(&s_callback, "_callback") || intern(&s_args, "_args")
         || intern(&s_context, "_context") || intern(&s_metrics, "_loopscope_metrics") || intern(&s_state, "_state")
         || intern(&s_exception, "_exception") || intern(&s_unregister, "unregister")
-        || intern(&s_long_step, "long_step") || intern(&s_PENDING, "PENDING") || intern(&s_FINISHED, "FINISHED"))
+        || intern(&s_long_step, "long_step") || intern(&s_PENDING, "PENDING") || intern(&s_FINISHED, "FINISHED")
+        || intern(&s_register, "register") || intern(&s_call_register, "call_register")
+        || intern(&s_ls_m, "_ls_m"))
         return NULL;
     zero = PyLong_FromLong(0);
-    if (zero == NULL || PyType_Ready(&StepRunType) < 0)
+    if (zero == NULL || PyType_Ready(&StepRunType) < 0 || PyType_Ready(&TrackType) < 0
+        || PyType_Ready(&TaskDelType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&speedups_module);
     if (mod == NULL)
         return NULL;
     if (PyModule_AddObject(mod, "StepRun", Py_NewRef((PyObject *)&StepRunType)) < 0) {
         Py_DECREF(&StepRunType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    if (PyModule_AddObject(mod, "Track", Py_NewRef((PyObject *)&TrackType)) < 0) {
+        Py_DECREF(&TrackType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    if (PyModule_AddObject(mod, "TaskDel", Py_NewRef((PyObject *)&TaskDelType)) < 0) {
+        Py_DECREF(&TaskDelType);
         Py_DECREF(mod);
         return NULL;
     }

@@ -43,8 +43,9 @@ class Config:
     #: Time every step of the default loop (step histogram, busy time, exact
     #: task ends, blocking steps).  Off: only creation tracking and the lag probe.
     metrics: bool = True
-    #: Use the compiled step hook (agent/_speedups.c) where it was built; off:
-    #: the Python one, which does the same at several times the cost.
+    #: Use the compiled step hook and creation record (agent/_speedups.c)
+    #: where they were built; off: the Python ones, which do the same at
+    #: several times the cost.
     speedups: bool = True
     #: A step longer than this (seconds) is recorded as a blocking step.
     slow_step: float = 0.1

@@ -38,12 +38,7 @@ from typing import Any
 
 from .hooks import HOOKS, Hooks
 from .metrics import BOUNDS, FINE_LIMIT, LoopMetrics
-from .tracker import Tracker
-
-try:
-    from . import _speedups
-except ImportError:  # not built (no compiler at install time): the Python hook
-    _speedups = None  # type: ignore[assignment]
+from .tracker import Tracker, _speedups
 
 _original_run = events.Handle._run
 _monotonic = time.monotonic

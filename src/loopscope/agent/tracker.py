@@ -42,12 +42,18 @@ import time
 import weakref
 from collections.abc import Callable
 from asyncio import base_events
-from types import CodeType, FrameType
+from types import CodeType, FrameType, WrapperDescriptorType
 from typing import Any
 
 from . import spawn
 from .config import Config
 from .hooks import HOOKS
+from .metrics import LoopMetrics
+
+try:
+    from . import _speedups
+except ImportError:  # not built (no compiler at install time): Python only
+    _speedups = None  # type: ignore[assignment]
 
 _Task = asyncio.Task
 _task_del = _Task.__del__
@@ -594,7 +600,9 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
             return _task_cancel(self, msg)
 
     class DelTrackedTask(TrackedTask):
-        """For loops without the step hook: the end is recorded on release."""
+        """For loops without the step hook: the end is recorded on release
+        (by ``_speedups.TaskDel``, the same ``__del__`` compiled, where it
+        was built)."""
 
         __slots__ = ()
         #: The loop's LoopMetrics, set on the per-loop subclass (del_class_for):
@@ -617,6 +625,21 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             _task_del(self)
+
+    if _speedups is not None and cfg.speedups and isinstance(_Task.__dict__.get("__del__"), WrapperDescriptorType):
+        # The same __del__ in C (agent/_speedups.c), which calls the C task's
+        # finaliser directly: only where asyncio.Task is the C one.
+        DelTrackedTask.__del__ = _speedups.TaskDel(  # type: ignore[method-assign]
+            cls=TrackedTask,
+            base=_Task,
+            metrics=tracker.metrics,
+            metrics_cls=LoopMetrics,
+            note_end=note_end,
+            clean_end=clean_end,
+            budget=budget,
+            hooks=hooks,
+            note_error=tracker.note_error,
+        )
 
     if sys.version_info[:2] == (3, 13):
         _set_name = _Task.set_name
@@ -887,6 +910,11 @@ def make_track(tracker: Tracker, bump: Callable[[], int], timed: bool) -> Callab
     "never ran" (``task_stats``).  Untimed tasks get no per-step slots.
     (Writing ``_ls_first`` too measured 1,000 instructions per task
     *cheaper* than ``_ls_steps`` alone on 3.11, for reasons not found.)
+
+    Where the extension was built (and ``speedups`` is on) this returns
+    ``_speedups.Track``: the same lines in C, calling back into the same
+    helpers (``_first_user_frame``, ``link_of``) for what is uncommon.  The
+    two must stay line for line the same; the test suite runs both.
     """
     link_of = tracker.link_of
     skip_get = _code_skip.get
@@ -894,6 +922,20 @@ def make_track(tracker: Tracker, bump: Callable[[], int], timed: bool) -> Callab
     ours_code = spawn.CREATE_TASK_CODE
     hooks = tracker.hooks
     note_error = tracker.note_error
+    if _speedups is not None and tracker.config.speedups:
+        return _speedups.Track(  # type: ignore[no-any-return]
+            cls=tracker.task_class,
+            skip=_code_skip,
+            first_user=_first_user_frame,
+            create_code=create_task_code,
+            ours_code=ours_code,
+            current_task=_current_task,
+            link_of=link_of,
+            bump=bump,
+            hooks=hooks,
+            note_error=note_error,
+            timed=timed,
+        )
 
     def track(task: Any, loop: Any, f: FrameType) -> None:
         try:
