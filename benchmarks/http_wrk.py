@@ -26,6 +26,7 @@ tracking and the socket server only).
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import platform
 import re
@@ -120,8 +121,8 @@ def one_run(config: str, app: str, seconds: float, connections: int) -> tuple[fl
             while scrape_port is not None and not stop.wait(1.0):
                 try:
                     urllib.request.urlopen(f"http://127.0.0.1:{scrape_port}/metrics", timeout=2).read()
-                except OSError:
-                    pass
+                except (OSError, http.client.HTTPException):
+                    pass  # the server is being stopped at the end of the run
 
         scraper = threading.Thread(target=scrape, daemon=True)
         scraper.start()

@@ -191,6 +191,12 @@ def child(variant: str, workload: str, n: int) -> None:
             from loopscope.agent import steps
 
             asyncio.events.Handle._run = steps._original_run  # type: ignore[method-assign]
+        # Every count (with 0 units too) first ends 1,500 trivial tasks: that
+        # spends loopscope's done-ring budget (1,000 history entries a second,
+        # Tracker.refill_done), so what is counted is a busy loop's steady
+        # state, whatever N is.  Without it the first 1,000 units of each
+        # count pay for an entry the rest do not: half of an --n 2000 run.
+        await asyncio.gather(*[asyncio.create_task(_nop()) for _ in range(1500)])
         if workload == "locks":
             sys.path.insert(0, str(Path(__file__).resolve().parent))
             import locks

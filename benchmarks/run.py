@@ -9,7 +9,8 @@ Every measurement runs in a fresh child process (``run.py --child WORKLOAD
 CONFIG`` prints the seconds the workload took), so an install can never leak
 from one configuration into the next, and every configuration pays the same
 import and warm-up costs outside the timed region.  Only the workload itself
-is timed, with ``perf_counter`` inside the running loop.
+is timed, with ``perf_counter`` inside the running loop (``--clock cpu``:
+``process_time``, which time taken by other processes does not inflate).
 
 Configurations are interleaved (A, B, C, ..., then A, B, C again) so that a
 noisy neighbour or a thermal change hits all of them alike, and the median of
@@ -110,6 +111,8 @@ CONFIGS: dict[str, Config] = {
     "pyhook": Config("asyncio", "loopscope-pyhook"),
     "loopscope+server": Config("asyncio", "loopscope+server"),
     "tracking": Config("asyncio", "loopscope-tracking"),
+    "notimers": Config("asyncio", "loopscope-notimers"),
+    "noprims": Config("asyncio", "loopscope-noprims"),
     "aiomonitor": Config("asyncio", "aiomonitor"),
     "debug": Config("asyncio", "none", debug=True),
     "uvloop": Config("uvloop", "none"),
@@ -142,7 +145,14 @@ def _factory_in_use(loop: Any) -> Any:
     return real_factory(loop)
 
 
-async def _timed(workload: Callable[[], Awaitable[None]], config: Config, aiomonitor: Any) -> float:
+#: What a child reads around the workload: ``perf_counter`` (wall), or
+#: ``process_time`` (the CPU time of every thread of the process: on a shared
+#: machine, time the neighbours take from it is not counted, while the
+#: agent's own threads are).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+async def _timed(workload: Callable[[], Awaitable[None]], config: Config, aiomonitor: Any, clock: Callable[[], float]) -> float:
     loop = asyncio.get_running_loop()
     monitor = None
     if aiomonitor is not None:
@@ -151,15 +161,15 @@ async def _timed(workload: Callable[[], Awaitable[None]], config: Config, aiomon
         hooked = _factory_in_use(loop) is not None
         if hooked != (config.monitor != "none"):
             raise RuntimeError(f"task factory is {_factory_in_use(loop)!r} under {config}")
-        start = time.perf_counter()
+        start = clock()
         await workload()
-        return time.perf_counter() - start
+        return clock() - start
     finally:
         if monitor is not None:
             monitor.close()
 
 
-def measure(workload: str, config: Config) -> float:
+def measure(workload: str, config: Config, clock: str = "wall") -> float:
     """Run ``workload`` once under ``config`` in this process; seconds taken."""
     aiomonitor = _require("aiomonitor") if config.monitor == "aiomonitor" else None
     loopscope = None
@@ -173,21 +183,28 @@ def measure(workload: str, config: Config) -> float:
         if config.monitor == "loopscope-pyhook":
             # everything on, with the Python step hook instead of the compiled one
             options.update(speedups=False)
+        if config.monitor == "loopscope-notimers":
+            # everything on but the watchdog's and the heartbeat's wake-ups,
+            # pushed out of the run (what instructions.py measures)
+            options.update(watchdog=1000.0, heartbeat=1000.0)
+        if config.monitor == "loopscope-noprims":
+            # everything on but primitive tracking (locks, queues, events)
+            options.update(primitives=False)
         loopscope.install(**options)
     try:
         # uvloop copies asyncio._set_running_loop when it is imported, so it
         # must come after loopscope.install(), like in `loopscope run`.
         factory = _require("uvloop").new_event_loop if config.loop == "uvloop" else None
         with asyncio.Runner(debug=config.debug, loop_factory=factory) as runner:
-            return runner.run(_timed(WORKLOADS[workload], config, aiomonitor))
+            return runner.run(_timed(WORKLOADS[workload], config, aiomonitor, CLOCKS[clock]))
     finally:
         if loopscope is not None:
             loopscope.uninstall()
 
 
-def child(workload: str, name: str) -> None:
+def child(workload: str, name: str, clock: str) -> None:
     try:
-        print(f"{measure(workload, CONFIGS[name]):.6f}")
+        print(f"{measure(workload, CONFIGS[name], clock):.6f}")
     except Skip as e:
         print(f"skip: {e}")
 
@@ -205,14 +222,14 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_child(workload: str, name: str, env: dict[str, str]) -> float | str:
+def run_child(workload: str, name: str, env: dict[str, str], clock: str = "wall") -> float | str:
     """Seconds, or why the configuration was not measured.
 
     A child that crashes does not stop the run: third-party monitors break on
     some interpreter and loop combinations, and the other configurations are
     still worth having.  The crash is echoed to stderr and reported.
     """
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", workload, name]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", workload, name, "--clock", clock]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT)
     out = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not out:
@@ -235,14 +252,14 @@ class Row:
         return statistics.median(self.times)
 
 
-def bench(workload: str, names: list[str], runs: int, env: dict[str, str]) -> tuple[list[Row], dict[str, str]]:
+def bench(workload: str, names: list[str], runs: int, env: dict[str, str], clock: str = "wall") -> tuple[list[Row], dict[str, str]]:
     times: dict[str, list[float]] = {n: [] for n in names}
     skipped: dict[str, str] = {}
     for run in range(runs):
         for name in names:
             if name in skipped:
                 continue
-            result = run_child(workload, name, env)
+            result = run_child(workload, name, env, clock)
             if isinstance(result, str):
                 skipped[name] = result
             else:
@@ -319,6 +336,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), metavar="CONFIG", help=f"any of: {' '.join(CONFIGS)} (baselines are added)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall: elapsed time (default); cpu: the process's CPU time, all threads, which a noisy neighbour does not inflate",
+    )
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -326,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         workload, name = args.child
         if workload not in WORKLOADS or name not in CONFIGS:
             parser.error(f"unknown workload or config: {workload} {name}")
-        child(workload, name)
+        child(workload, name, args.clock)
         return
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -339,12 +362,13 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     skipped: dict[str, str] = {}
     for workload in workloads:
-        got, skips = bench(workload, names, args.runs, env)
+        got, skips = bench(workload, names, args.runs, env, args.clock)
         rows += got
         skipped.update(skips)
 
     print(f"{environment()}")
-    print(f"{started}; median of {args.runs} interleaved runs, each in a fresh process; ratio vs plain on the same loop (uvloop rows: vs uvloop)")
+    clock = "wall clock" if args.clock == "wall" else "CPU time of the process"
+    print(f"{started}; {clock}, median of {args.runs} interleaved runs, each in a fresh process; ratio vs plain on the same loop (uvloop rows: vs uvloop)")
     print()
     print(render(rows, args.markdown))
     print()
