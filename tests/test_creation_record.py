@@ -200,3 +200,13 @@ def test_no_objects_leak_per_task(speedups: bool):
             gc.collect()
             grown = sys.getallocatedblocks() - before
         assert grown < 2000, (metrics, grown)
+
+
+def test_no_compiled_code_is_loaded_while_the_gil_is_off(monkeypatch: pytest.MonkeyPatch):
+    """On a free-threaded interpreter running without the GIL, importing the
+    extension would turn the GIL back on for the whole program: the agent
+    runs the Python versions instead."""
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    assert tracker_mod._load_speedups() is None
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
+    assert tracker_mod._load_speedups() is tracker_mod._speedups

@@ -50,10 +50,24 @@ from .config import Config
 from .hooks import HOOKS
 from .metrics import LoopMetrics
 
-try:
-    from . import _speedups
-except ImportError:  # not built (no compiler at install time): Python only
-    _speedups = None  # type: ignore[assignment]
+
+def _load_speedups() -> Any:
+    """The compiled hot paths (agent/_speedups.c), or None: not built (no
+    compiler at install time), or an interpreter running without the GIL.
+    There, importing an extension that does not declare itself safe without
+    the GIL turns the GIL back on for the whole program, and ours relies on
+    it: the Python versions run instead."""
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    if is_gil_enabled is not None and not is_gil_enabled():
+        return None
+    try:
+        from . import _speedups as module
+    except ImportError:
+        return None
+    return module
+
+
+_speedups = _load_speedups()
 
 _Task = asyncio.Task
 _task_del = _Task.__del__
