@@ -40,13 +40,15 @@
 /* interned attribute names, made once */
 static PyObject *s_loop, *s_callback, *s_args, *s_context, *s_metrics;
 static PyObject *s_state, *s_exception, *s_unregister, *s_long_step;
-static PyObject *s_PENDING, *s_FINISHED, *zero;
+static PyObject *s_PENDING, *s_FINISHED, *s_self, *zero;
 
 /* Offsets of the __slots__ this hook touches, read from the classes' member
  * descriptors when a StepRun is made. */
 enum { M_BUSY, M_NESTED, M_FINE, M_COUNTS, M_STEP_MAX, M_SLOW, M_DONE, M_N };
 static const char *m_names[M_N] = {"busy", "nested", "fine", "counts", "step_max", "slow", "done"};
 enum { T_STEPS, T_LAST, T_FIRST, T_CREATED, T_BUSY, T_LONGEST, T_CANCEL, T_N };
+enum { H_LOOP, H_CALLBACK, H_ARGS, H_CONTEXT, H_N };
+static const char *h_names[H_N] = {"_loop", "_callback", "_args", "_context"};
 static const char *t_names[T_N] = {"_ls_steps", "_ls_last", "_ls_first", "_ls_created", "_ls_busy", "_ls_longest", "_ls_cancel"};
 
 #define MAX_BOUNDS 128
@@ -58,6 +60,7 @@ typedef struct {
     PyObject *report;     /* steps._report(handle, exc) */
     PyObject *step_type, *wakeup_type;
     PyObject *cls, *eager_cls, *metrics_cls;
+    PyObject *handle_cls; /* asyncio.events.Handle: its slots' offsets */
     PyObject *step_end;   /* tracker.note_end(m, task, t1) */
     PyObject *clean_end;  /* tracker.clean_end(task, t1) */
     PyObject *budget;     /* a one-element list: the done ring's budget */
@@ -68,6 +71,7 @@ typedef struct {
     double bounds[MAX_BOUNDS];
     Py_ssize_t m_off[M_N];
     Py_ssize_t t_off[T_N];
+    Py_ssize_t h_off[H_N];
 } StepRun;
 
 static inline double
@@ -234,7 +238,7 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
     task = PyCFunction_Check(cb) ? PyCFunction_GET_SELF(cb) : NULL;
     if (task == NULL) {
         /* a TaskStepMethWrapper: its task is its __self__ */
-        PyObject *owner = PyObject_GetAttrString(cb, "__self__");
+        PyObject *owner = PyObject_GetAttr(cb, s_self);
         if (owner == NULL)
             return -1;
         Py_DECREF(owner);  /* cb holds it */
@@ -350,6 +354,20 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
     return 0;
 }
 
+/* One of the handle's attributes (a new reference): read at its slot's
+ * offset when the handle is a Handle, looked up otherwise or when unset (so
+ * that the error is Python's own). */
+static inline PyObject *
+handle_slot(StepRun *self, PyObject *handle, int slots, int i, PyObject *name)
+{
+    if (slots) {
+        PyObject *v = SLOT(handle, self->h_off[i]);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(handle, name);
+}
+
 /* Handle._run: steps.py's _run, line for line. */
 static PyObject *
 steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -360,7 +378,10 @@ steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         return NULL;
     }
     PyObject *handle = args[0];
-    PyObject *loop = PyObject_GetAttr(handle, s_loop);
+    /* a Handle's slots at their offsets (a generic attribute lookup each
+     * costs more than the rest of a step's accounting) */
+    int slots = PyObject_TypeCheck(handle, (PyTypeObject *)self->handle_cls);
+    PyObject *loop = handle_slot(self, handle, slots, H_LOOP, s_loop);
     if (loop == NULL)
         return NULL;
     PyObject *m = PyObject_GetAttr(loop, s_metrics);
@@ -376,9 +397,9 @@ steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
         Py_DECREF(m);
         return PyObject_CallOneArg(self->original, handle);
     }
-    PyObject *cb = PyObject_GetAttr(handle, s_callback);
-    PyObject *cargs = cb ? PyObject_GetAttr(handle, s_args) : NULL;
-    PyObject *ctx = cargs ? PyObject_GetAttr(handle, s_context) : NULL;
+    PyObject *cb = handle_slot(self, handle, slots, H_CALLBACK, s_callback);
+    PyObject *cargs = cb ? handle_slot(self, handle, slots, H_ARGS, s_args) : NULL;
+    PyObject *ctx = cargs ? handle_slot(self, handle, slots, H_CONTEXT, s_context) : NULL;
     if (ctx == NULL) {
         Py_DECREF(m);
         Py_XDECREF(cb);
@@ -453,6 +474,7 @@ steprun_traverse(StepRun *self, visitproc visit, void *arg)
     Py_VISIT(self->cls);
     Py_VISIT(self->eager_cls);
     Py_VISIT(self->metrics_cls);
+    Py_VISIT(self->handle_cls);
     Py_VISIT(self->step_end);
     Py_VISIT(self->clean_end);
     Py_VISIT(self->budget);
@@ -471,6 +493,7 @@ steprun_clear(StepRun *self)
     Py_CLEAR(self->cls);
     Py_CLEAR(self->eager_cls);
     Py_CLEAR(self->metrics_cls);
+    Py_CLEAR(self->handle_cls);
     Py_CLEAR(self->step_end);
     Py_CLEAR(self->clean_end);
     Py_CLEAR(self->budget);
@@ -491,17 +514,18 @@ static PyObject *
 steprun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kw[] = {"original", "report", "step_type", "wakeup_type", "cls", "eager_cls", "metrics_cls",
-                         "step_end", "clean_end", "budget", "hooks", "note_error", "fine_limit", "bounds", NULL};
-    PyObject *original, *report, *step_type, *wakeup_type, *cls, *eager_cls, *metrics_cls;
+                         "handle_cls", "step_end", "clean_end", "budget", "hooks", "note_error", "fine_limit",
+                         "bounds", NULL};
+    PyObject *original, *report, *step_type, *wakeup_type, *cls, *eager_cls, *metrics_cls, *handle_cls;
     PyObject *step_end, *clean_end, *budget, *hooks, *note_error, *bounds;
     double fine_limit;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOOOdO:StepRun", kw, &original, &report, &step_type,
-                                     &wakeup_type, &cls, &eager_cls, &metrics_cls, &step_end, &clean_end, &budget,
-                                     &hooks, &note_error, &fine_limit, &bounds))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOOOOdO:StepRun", kw, &original, &report, &step_type,
+                                     &wakeup_type, &cls, &eager_cls, &metrics_cls, &handle_cls, &step_end,
+                                     &clean_end, &budget, &hooks, &note_error, &fine_limit, &bounds))
         return NULL;
-    if (!PyType_Check(cls) || !PyType_Check(eager_cls) || !PyType_Check(metrics_cls)
+    if (!PyType_Check(cls) || !PyType_Check(eager_cls) || !PyType_Check(metrics_cls) || !PyType_Check(handle_cls)
         || !PyType_IsSubtype((PyTypeObject *)eager_cls, (PyTypeObject *)cls)) {
-        PyErr_SetString(PyExc_TypeError, "cls, eager_cls and metrics_cls must be classes, eager_cls a subclass of cls");
+        PyErr_SetString(PyExc_TypeError, "cls, eager_cls, metrics_cls and handle_cls must be classes, eager_cls a subclass of cls");
         return NULL;
     }
     if (!PyList_CheckExact(budget)) {
@@ -544,6 +568,11 @@ steprun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             Py_DECREF(self);
             return NULL;
         }
+    for (int i = 0; i < H_N; i++)
+        if (member_offset(handle_cls, h_names[i], &self->h_off[i]) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
     self->original = Py_NewRef(original);
     self->report = Py_NewRef(report);
     self->step_type = Py_NewRef(step_type);
@@ -551,6 +580,7 @@ steprun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->cls = Py_NewRef(cls);
     self->eager_cls = Py_NewRef(eager_cls);
     self->metrics_cls = Py_NewRef(metrics_cls);
+    self->handle_cls = Py_NewRef(handle_cls);
     self->step_end = Py_NewRef(step_end);
     self->clean_end = Py_NewRef(clean_end);
     self->budget = Py_NewRef(budget);
@@ -1095,7 +1125,7 @@ PyInit__speedups(void)
         || intern(&s_exception, "_exception") || intern(&s_unregister, "unregister")
         || intern(&s_long_step, "long_step") || intern(&s_PENDING, "PENDING") || intern(&s_FINISHED, "FINISHED")
         || intern(&s_register, "register") || intern(&s_call_register, "call_register")
-        || intern(&s_ls_m, "_ls_m"))
+        || intern(&s_ls_m, "_ls_m") || intern(&s_self, "__self__"))
         return NULL;
     zero = PyLong_FromLong(0);
     if (zero == NULL || PyType_Ready(&StepRunType) < 0 || PyType_Ready(&TrackType) < 0

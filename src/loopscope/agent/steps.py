@@ -129,6 +129,7 @@ def _compiled_run(tracker: Tracker) -> Any:
         cls=tracker.task_class,
         eager_cls=tracker.eager_task_class,
         metrics_cls=LoopMetrics,
+        handle_cls=events.Handle,
         step_end=tracker.note_end,
         clean_end=tracker.clean_end,
         budget=tracker.done_budget,
