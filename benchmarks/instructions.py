@@ -25,7 +25,9 @@ The ``aiohttp`` workload is a real aiohttp server answering keep-alive
 requests from 8 raw clients in the same process (the unit is one request,
 client side included).  The ``locks`` workload is ``benchmarks/locks.py``'s;
 its unit is one worker round (N is rounded down to whole rounds of all its
-workers).  Each variant runs twice under
+workers).  ``--cache-sim`` adds cachegrind's simulated cache misses and a
+cycle estimate: what the clock sees and the instruction count does not
+(this machine has no hardware counters; BENCHMARKS.md, eighth session).  Each variant runs twice under
 ``valgrind --tool=cachegrind --cache-sim=no`` (with 0 and with N units);
 the difference divided by N is printed.  Needs valgrind.
 """
@@ -209,19 +211,29 @@ def child(variant: str, workload: str, n: int) -> None:
     asyncio.run(main())
 
 
-def count(variant: str, workload: str, n: int) -> int:
+#: cachegrind's summary lines, by what they count
+_EVENTS = {"I": r"I\s+refs", "I1": r"I1\s+misses", "D1": r"D1\s+misses", "LLi": r"LLi\s+misses", "LLd": r"LLd\s+misses"}
+
+
+def count(variant: str, workload: str, n: int, cache_sim: bool = False) -> dict[str, int]:
+    """Instructions (and with ``cache_sim``, cachegrind's simulated cache
+    misses) of one run of ``variant`` with ``n`` units."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "0"}
     out = subprocess.run(
         # --trace-children: Debian's unpacked 3.14/3.15 are a shell wrapper
         # that execs the interpreter through ld.so
-        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes", "--cachegrind-out-file=/dev/null",
-         sys.executable, __file__, "--child", variant, workload, str(n)],
+        ["valgrind", "--tool=cachegrind", f"--cache-sim={'yes' if cache_sim else 'no'}", "--trace-children=yes",
+         "--cachegrind-out-file=/dev/null", sys.executable, __file__, "--child", variant, workload, str(n)],
         capture_output=True, text=True, env=env, check=True,
     ).stderr
-    counts = re.findall(r"I\s+refs:\s+([\d,]+)", out)
-    if not counts:
+    got = {}
+    for key, label in _EVENTS.items():
+        counts = re.findall(label + r":\s+([\d,]+)", out)
+        if counts:
+            got[key] = max(int(c.replace(",", "")) for c in counts)  # the interpreter's, not a wrapper's
+    if "I" not in got:
         raise RuntimeError(f"no instruction count in valgrind's output:\n{out[-2000:]}")
-    return max(int(c.replace(",", "")) for c in counts)  # the interpreter's, not a wrapper's
+    return got
 
 
 def wall(variants: list[str], workload: str, n: int, runs: int) -> int:
@@ -256,6 +268,12 @@ def main() -> int:
     ap.add_argument("--workload", choices=[*WORKLOADS, "locks"], default="spawn")
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--wall", type=int, metavar="RUNS", help="time the variants instead (RUNS interleaved runs, median), no valgrind")
+    ap.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="also simulate the caches: L1 and last-level misses per unit, and cycles estimated as "
+        "instructions + 10 per L1 miss + 100 per last-level miss (for machines without hardware counters)",
+    )
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
     if args.wall:
@@ -269,11 +287,20 @@ def main() -> int:
         from locks import WORKERS
 
         n -= n % WORKERS
-    base = None
+    base: dict[str, float] = {}
     for v in args.variants:
-        per = (count(v, args.workload, n) - count(v, args.workload, 0)) / n
+        full, empty = count(v, args.workload, n, args.cache_sim), count(v, args.workload, 0, args.cache_sim)
+        per = {k: (full[k] - empty.get(k, 0)) / n for k in full}
         base = base or per
-        print(f"{args.workload:8s} {v:24s} {per:10,.0f} instructions per unit  {per / base:.2f}x")
+        line = f"{args.workload:8s} {v:24s} {per['I']:10,.0f} instructions per unit  {per['I'] / base['I']:.2f}x"
+        if args.cache_sim:
+            cycles = per["I"] + 10 * (per["I1"] + per["D1"]) + 100 * (per["LLi"] + per["LLd"])
+            base_cycles = base["I"] + 10 * (base["I1"] + base["D1"]) + 100 * (base["LLi"] + base["LLd"])
+            line += (
+                f"  I1 {per['I1']:7,.1f}  D1 {per['D1']:7,.1f}  LL {per['LLi'] + per['LLd']:5,.1f}"
+                f"  ~cycles {cycles:10,.0f}  {cycles / base_cycles:.2f}x"
+            )
+        print(line)
     return 0
 
 
