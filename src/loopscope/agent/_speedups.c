@@ -1,5 +1,6 @@
-/* loopscope.agent._speedups: the step hook (agent/steps.py) and the
- * per-task creation record (tracker.make_track), compiled.
+/* loopscope.agent._speedups: the step hook (agent/steps.py), the per-task
+ * creation record (tracker.make_track) and the end recorded on release
+ * (tracker.py's DelTrackedTask.__del__), compiled.
  *
  * Why this exists: the step hook replaces asyncio.events.Handle._run, so it
  * runs for every callback the loop runs.  Written in Python, the least an
