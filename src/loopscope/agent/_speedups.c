@@ -163,6 +163,34 @@ member_offset(PyObject *cls, const char *name, Py_ssize_t *out)
     return 0;
 }
 
+/* The object references a type of this module holds are its PyObject *
+ * fields from `first` to `last`, declared one after the other: one
+ * traverse, clear and dealloc serve every type. */
+#define REFS(obj, first, last) ((PyObject **)&(obj)->first), ((PyObject **)&(obj)->last + 1)
+
+static int
+refs_traverse(PyObject **p, PyObject **end, visitproc visit, void *arg)
+{
+    for (; p < end; p++)
+        Py_VISIT(*p);
+    return 0;
+}
+
+static void
+refs_clear(PyObject **p, PyObject **end)
+{
+    for (; p < end; p++)
+        Py_CLEAR(*p);
+}
+
+static void
+gc_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_TYPE(self)->tp_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
 /* Hand the pending exception to note_error and clear it. */
 static void
 hand_over_error(PyObject *note_error)
@@ -468,47 +496,14 @@ steprun_descr_get(PyObject *self, PyObject *obj, PyObject *type)
 static int
 steprun_traverse(StepRun *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->original);
-    Py_VISIT(self->report);
-    Py_VISIT(self->step_type);
-    Py_VISIT(self->wakeup_type);
-    Py_VISIT(self->cls);
-    Py_VISIT(self->eager_cls);
-    Py_VISIT(self->metrics_cls);
-    Py_VISIT(self->handle_cls);
-    Py_VISIT(self->step_end);
-    Py_VISIT(self->clean_end);
-    Py_VISIT(self->budget);
-    Py_VISIT(self->hooks);
-    Py_VISIT(self->note_error);
-    return 0;
+    return refs_traverse(REFS(self, original, note_error), visit, arg);
 }
 
 static int
 steprun_clear(StepRun *self)
 {
-    Py_CLEAR(self->original);
-    Py_CLEAR(self->report);
-    Py_CLEAR(self->step_type);
-    Py_CLEAR(self->wakeup_type);
-    Py_CLEAR(self->cls);
-    Py_CLEAR(self->eager_cls);
-    Py_CLEAR(self->metrics_cls);
-    Py_CLEAR(self->handle_cls);
-    Py_CLEAR(self->step_end);
-    Py_CLEAR(self->clean_end);
-    Py_CLEAR(self->budget);
-    Py_CLEAR(self->hooks);
-    Py_CLEAR(self->note_error);
+    refs_clear(REFS(self, original, note_error));
     return 0;
-}
-
-static void
-steprun_dealloc(StepRun *self)
-{
-    PyObject_GC_UnTrack(self);
-    steprun_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
@@ -601,7 +596,7 @@ static PyTypeObject StepRunType = {
     .tp_descr_get = steprun_descr_get,
     .tp_traverse = (traverseproc)steprun_traverse,
     .tp_clear = (inquiry)steprun_clear,
-    .tp_dealloc = (destructor)steprun_dealloc,
+    .tp_dealloc = gc_dealloc,
     .tp_new = steprun_new,
 };
 
@@ -781,41 +776,14 @@ track_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *k
 static int
 track_traverse(Track *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->cls);
-    Py_VISIT(self->skip);
-    Py_VISIT(self->first_user);
-    Py_VISIT(self->create_code);
-    Py_VISIT(self->ours_code);
-    Py_VISIT(self->current_task);
-    Py_VISIT(self->link_of);
-    Py_VISIT(self->bump);
-    Py_VISIT(self->hooks);
-    Py_VISIT(self->note_error);
-    return 0;
+    return refs_traverse(REFS(self, cls, note_error), visit, arg);
 }
 
 static int
 track_clear(Track *self)
 {
-    Py_CLEAR(self->cls);
-    Py_CLEAR(self->skip);
-    Py_CLEAR(self->first_user);
-    Py_CLEAR(self->create_code);
-    Py_CLEAR(self->ours_code);
-    Py_CLEAR(self->current_task);
-    Py_CLEAR(self->link_of);
-    Py_CLEAR(self->bump);
-    Py_CLEAR(self->hooks);
-    Py_CLEAR(self->note_error);
+    refs_clear(REFS(self, cls, note_error));
     return 0;
-}
-
-static void
-track_dealloc(Track *self)
-{
-    PyObject_GC_UnTrack(self);
-    track_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
@@ -865,7 +833,7 @@ static PyTypeObject TrackType = {
     .tp_call = PyVectorcall_Call,
     .tp_traverse = (traverseproc)track_traverse,
     .tp_clear = (inquiry)track_clear,
-    .tp_dealloc = (destructor)track_dealloc,
+    .tp_dealloc = gc_dealloc,
     .tp_new = track_new,
 };
 
@@ -1019,37 +987,14 @@ taskdel_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
 static int
 taskdel_traverse(TaskDel *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->cls);
-    Py_VISIT(self->metrics);
-    Py_VISIT(self->metrics_cls);
-    Py_VISIT(self->note_end);
-    Py_VISIT(self->clean_end);
-    Py_VISIT(self->budget);
-    Py_VISIT(self->hooks);
-    Py_VISIT(self->note_error);
-    return 0;
+    return refs_traverse(REFS(self, cls, note_error), visit, arg);
 }
 
 static int
 taskdel_clear(TaskDel *self)
 {
-    Py_CLEAR(self->cls);
-    Py_CLEAR(self->metrics);
-    Py_CLEAR(self->metrics_cls);
-    Py_CLEAR(self->note_end);
-    Py_CLEAR(self->clean_end);
-    Py_CLEAR(self->budget);
-    Py_CLEAR(self->hooks);
-    Py_CLEAR(self->note_error);
+    refs_clear(REFS(self, cls, note_error));
     return 0;
-}
-
-static void
-taskdel_dealloc(TaskDel *self)
-{
-    PyObject_GC_UnTrack(self);
-    taskdel_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
@@ -1102,7 +1047,7 @@ static PyTypeObject TaskDelType = {
     .tp_descr_get = steprun_descr_get,
     .tp_traverse = (traverseproc)taskdel_traverse,
     .tp_clear = (inquiry)taskdel_clear,
-    .tp_dealloc = (destructor)taskdel_dealloc,
+    .tp_dealloc = gc_dealloc,
     .tp_new = taskdel_new,
 };
 
