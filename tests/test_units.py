@@ -295,3 +295,41 @@ def test_loop_banner():
     assert len(lines) == 2
     assert "loop 0x1 (thread 7) is BLOCKED for 1.5s" in lines[0]
     assert lines[1].strip() == "f /a.py:3    time.sleep(1)"
+
+
+def test_weak_registry_forgets_freed_objects_without_a_word(monkeypatch: pytest.MonkeyPatch):
+    """Entries leave through the dict's own ``pop`` as their objects are
+    freed; a second registration keeps one entry; objects that cannot be
+    keys read as absent.  A callback that raised would go to
+    ``sys.unraisablehook``: nothing may."""
+    import gc
+    import sys
+
+    from loopscope.agent.weakreg import WeakRegistry
+
+    class Obj:
+        pass
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+    raised: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    reg = WeakRegistry()
+    objs = [Obj() for _ in range(1000)]
+    for i, o in enumerate(objs):
+        reg[o] = ("first", i)
+    reg[objs[0]] = ("again", 0)
+    assert len(reg) == 1000
+    assert reg.get(objs[0]) == ("again", 0) and objs[1] in reg
+    assert sorted(rec[1] for _, rec in reg.live()) == list(range(1000))
+    survivor = objs[500]
+    del objs, o
+    gc.collect()
+    assert len(reg) == 1 and reg.live() == [(survivor, ("first", 500))]
+    assert reg.get(Obj()) is None and Obj() not in reg
+    assert reg.get(1) is None and reg.get(Unhashable(), "none") == "none"
+    with pytest.raises(TypeError):
+        reg[1] = "an int cannot be weakly referenced"
+    del survivor
+    assert len(reg) == 0 and raised == []

@@ -17,7 +17,7 @@ Patched (by ``GroupTracker.install``, undone by ``uninstall``):
 * ``BaseEventLoop._asyncgen_firstiter_hook``: the loop's own hook runs first
   (it keeps the loop's ``_asyncgens`` WeakSet that ``shutdown_asyncgens``
   finalizes), then the generator's first-iteration site, time and task are
-  recorded in a WeakKeyDictionary.  Generators are listed from the loop's
+  recorded in a weak registry (weakreg.py).  Generators are listed from the loop's
   own WeakSet, so ones first iterated before the agent still show (without
   a site).
 * Other loops (uvloop) install their own hook, a method of the loop, with
@@ -44,6 +44,7 @@ from typing import Any
 
 from . import primitives
 from .tracker import _is_skipped, _skip_cache, skip_for_task_sites
+from .weakreg import WeakRegistry
 
 _monotonic = time.monotonic
 _getframe = sys._getframe
@@ -121,9 +122,9 @@ class GroupTracker:
     def __init__(self, tracker: Any) -> None:
         self.tracker = tracker
         # group -> (kind, code, lasti, created_mono, creator ref)
-        self.groups: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.groups = WeakRegistry()
         # async generator -> (code, lasti, first_iter_mono, owner ref, owner id)
-        self.agens: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.agens = WeakRegistry()
         self._patches: list[tuple[Any, str, Any]] = []
         self.installed = False
 
@@ -261,35 +262,15 @@ class GroupTracker:
     # -- reading (server thread) --------------------------------------------------
 
     def live_groups(self) -> list[tuple[Any, tuple]]:
-        return _live(self.groups)
+        return self.groups.live()
 
     def agen_record(self, agen: Any) -> tuple | None:
-        try:
-            return self.agens.get(agen)
-        except TypeError:
-            return None
+        return self.agens.get(agen)  # type: ignore[no-any-return]
 
     def agens_of(self, loop: Any) -> list[Any]:
         """The live generators first iterated on ``loop``, from the agent's
         own registry (for loops whose generator set cannot be read)."""
-        return [agen for agen, rec in _live(self.agens) if rec[5] is not None and rec[5]() is loop]
-
-
-def _live(wkd: weakref.WeakKeyDictionary) -> list[tuple[Any, tuple]]:
-    for _ in range(5):
-        try:
-            items = list(wkd.data.items())
-            break
-        except RuntimeError:
-            continue
-    else:
-        return []
-    out = []
-    for ref, rec in items:
-        obj = ref()
-        if obj is not None:
-            out.append((obj, rec))
-    return out
+        return [agen for agen, rec in self.agens.live() if rec[5] is not None and rec[5]() is loop]
 
 
 def group_state(g: Any) -> str:

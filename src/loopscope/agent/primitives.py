@@ -5,9 +5,10 @@ on asyncio's own classes so ``isinstance`` and user subclasses keep working:
 
 * ``__init__`` of Lock, Semaphore, Event, Condition, Queue and Barrier
   (BoundedSemaphore, PriorityQueue, LifoQueue inherit it): the object and its
-  creation site go into a weak registry.  Objects asyncio makes for itself
-  (a Condition's Lock, a Queue's Event, a Barrier's Condition) are not
-  listed on their own: they are shown through their owner.
+  creation site go into a weak registry (weakreg.py).  Objects asyncio
+  makes for itself (a Condition's Lock, a Queue's Event, a Barrier's
+  Condition) are not listed on their own: they are shown through their
+  owner.
 * Holders are recorded by asyncio's own ``acquire`` and ``release`` of Lock
   and Semaphore, recompiled from asyncio's source with a few statements
   added: before each ``return True`` of ``acquire`` (every return of it is
@@ -74,6 +75,7 @@ from types import CodeType, FunctionType
 from typing import Any
 
 from .tracker import _SKIP_DIRS, _is_skipped, _skip_cache
+from .weakreg import WeakRegistry
 
 _monotonic = time.monotonic
 _getframe = sys._getframe
@@ -620,7 +622,7 @@ class PrimitiveTracker:
     def __init__(self, tracker: Any) -> None:
         self.tracker = tracker
         # obj -> (kind, code, lasti, created_mono); weak keys: never keeps one alive
-        self.objects: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.objects = WeakRegistry()
         self._patches: list[tuple[Any, str, Any]] = []
         self.installed = False
         # how holders are recorded, per class: "code" or "descriptor"
@@ -803,20 +805,7 @@ class PrimitiveTracker:
     # -- reading (server thread) -------------------------------------------------
 
     def live(self) -> list[tuple[Any, tuple]]:
-        for _ in range(5):
-            try:
-                items = list(self.objects.data.items())
-                break
-            except RuntimeError:  # changed size while copying: try again
-                continue
-        else:
-            return []
-        out = []
-        for ref, rec in items:
-            obj = ref()
-            if obj is not None:
-                out.append((obj, rec))
-        return out
+        return self.objects.live()
 
 
 # -- reading one primitive's state (server thread) ------------------------------------
@@ -1112,10 +1101,7 @@ def wait_detail(target: Any, obj: Any, outer: list[Any] | None = None) -> None:
     if pt is None:
         return
     owner = (adapter_above(outer, obj) if outer else None) or obj
-    try:
-        rec = pt.objects.get(owner)
-    except TypeError:
-        rec = None
+    rec = pt.objects.get(owner)
     kind = (rec[0] if rec else None) or kind_of(owner) or type(owner).__name__
     if rec is not None and rec[1] is not None:
         from .tracker import code_lineno
