@@ -39,9 +39,10 @@ class _AsyncioView(types.ModuleType):
         self.__dict__.update({k: v for k, v in vars(real).items() if not (k.startswith("__") and k.endswith("__"))})
         self.__dict__["_real"] = real
         self.__dict__["Task"] = task_class
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_real"], name)  # names asyncio gained later
+        # Names asyncio gained later: a module-level __getattr__ (PEP 562)
+        # in the instance's dict, not a method, which would route every
+        # attribute read through a Python-level hook.
+        self.__dict__["__getattr__"] = lambda name: getattr(real, name)
 
 
 def patch_module(module: types.ModuleType, task_class: type) -> bool:
