@@ -28,7 +28,7 @@ class Config:
     #: Frames kept in a cancellation/exception record.
     max_frames: int = 32
     #: Finished tasks kept per outcome (done, failed, cancelled) ...
-    #: (clean completions: sampled above max(this, 1000) per second)
+    #: (clean completions: sampled above max(this, 1000) at once, a tenth of that a second)
     history_size: int = 1000
     #: ... and for at most this many seconds (0: no age limit).
     history_age: float = 3600.0

@@ -235,9 +235,14 @@ def raw_coro_stack(coro: Any, limit: int) -> tuple:
     return tuple(x for p in pairs for x in p)
 
 
-#: Clean completions kept per second at least, whatever ``history_size``:
-#: a small ring still shows the latest ones of a burst.
-DONE_RATE_MIN = 1000
+#: Clean completions kept at once at least, whatever ``history_size``: a
+#: small ring still shows the latest ones of a burst.
+DONE_BURST_MIN = 1000
+#: Under sustained churn the done ring holds a sample of the last this many
+#: seconds: the bucket earns its capacity back over this time.  Each kept
+#: entry costs a Python call and a tuple (~3 µs); at 1,000 a second, a
+#: server doing 3,000 requests a second paid that for a third of them.
+DONE_SPAN_S = 10.0
 
 
 class Tracker:
@@ -249,16 +254,18 @@ class Tracker:
         self.done: collections.deque = collections.deque(maxlen=size)
         self.failed: collections.deque = collections.deque(maxlen=size)
         self.cancelled: collections.deque = collections.deque(maxlen=size)
-        # Clean completions enter the done ring at most ``done_rate`` per
-        # second (a token bucket the watchdog refills, see refill_done);
-        # failures and cancellations always.  Under heavy churn the ring
-        # would otherwise turn over every few milliseconds, at a tuple and
-        # three calls per task: sampled, it spans the last second or more.
-        self.done_rate = max(size, DONE_RATE_MIN)
-        self.done_budget = [self.done_rate]
+        # Clean completions enter the done ring through a token bucket (the
+        # watchdog refills it, see refill_done): ``done_capacity`` at once,
+        # ``done_rate`` a second after that; failures and cancellations
+        # always.  Under heavy churn the ring would otherwise turn over every
+        # few milliseconds, at a tuple and three calls per task: sampled, it
+        # spans the last DONE_SPAN_S seconds or more.
+        self.done_capacity = max(size, DONE_BURST_MIN)
+        self.done_rate = self.done_capacity / DONE_SPAN_S
+        self.done_budget = [self.done_capacity]
         self.done_kept = 0  # entries the bucket paid for (as of the last refill)
         self.done_always = 0  # clean ends record_end kept (eager, cancel-and-finish)
-        self._budget_set = self.done_rate
+        self._budget_set = self.done_capacity
         self._refilled = _monotonic()
         self.errors = 0
         self.last_error: str | None = None
@@ -339,8 +346,9 @@ class Tracker:
         return link
 
     def refill_done(self, now: float | None = None) -> None:
-        """Give the done ring back the entries a second earns (``done_rate``
-        per second, at most ``done_rate`` in hand), from the watchdog thread
+        """Give the done ring back the entries the time since the last
+        refill earned (``done_rate`` a second, at most ``done_capacity`` in
+        hand), from the watchdog thread
         or a query.  Races with the loop thread's decrement cost at most one
         entry more or less: the counts of tasks stay exact regardless."""
         if now is None:
@@ -349,11 +357,10 @@ class Tracker:
             cell = self.done_budget
             left = cell[0]
             self.done_kept += max(0, self._budget_set - left)
-            rate = self.done_rate
-            earned = int((now - self._refilled) * rate)
+            earned = int((now - self._refilled) * self.done_rate)
             if earned > 0:
-                cell[0] = left = min(rate, left + earned)
-                self._refilled = now
+                cell[0] = left = min(self.done_capacity, left + earned)
+                self._refilled += earned / self.done_rate  # the fraction left over counts next time
             self._budget_set = left
 
     def forget_history(self) -> None:

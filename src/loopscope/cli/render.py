@@ -281,7 +281,7 @@ def history(page: Json) -> str:
     out = table(["ended", "state", "task id", "name", "coroutine", "creation site", "details"], rows, {4: 40, 5: 50})
     skipped = page.get("done_not_kept") or 0
     if skipped:
-        out += f"\n({skipped} clean completions counted but not kept: above max(history size, 1000) per second they are sampled; failed and cancelled tasks are all kept)"
+        out += f"\n({skipped} clean completions counted but not kept: above max(history size, 1000) at once, then a tenth of that a second, they are sampled; failed and cancelled tasks are all kept)"
     return out
 
 
