@@ -5,13 +5,28 @@ the build goes on without it, and the agent uses the Python versions, which
 do the same (agent/steps.py, agent/tracker.py).  Not built for a
 free-threaded interpreter: the extension relies on the GIL, and importing it
 there would turn the GIL back on for the monitored program.
+
+An optimisation level is added when ``$CFLAGS`` names none: setuptools uses
+``$CFLAGS`` *instead of* the flags Python was built with (``-O3`` or ``-O2``
+among them), so ``CFLAGS=-I/some/include pip install loopscope`` would
+otherwise build the hot paths at ``-O0``, several times slower.  A
+``$CFLAGS`` that does name a level (``-O0`` to debug) is left alone.
 """
 
+import os
 import sysconfig
 
 from setuptools import Extension, setup
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def optimisation_args() -> list[str]:
+    env = os.environ.get("CFLAGS")
+    if os.name != "posix" or env is None or any(flag.startswith("-O") for flag in env.split()):
+        return []
+    return ["-O2"]
+
 
 setup(
     ext_modules=[]
@@ -20,6 +35,7 @@ setup(
         Extension(
             "loopscope.agent._speedups",
             ["src/loopscope/agent/_speedups.c"],
+            extra_compile_args=optimisation_args(),
             optional=True,
         )
     ]

@@ -212,6 +212,44 @@ def test_ci_builds_the_compiled_hook():
     assert steps._speedups is not None
 
 
+def _local_functions(path: str) -> set[str]:
+    """Names of the file-local functions in an ELF64 little-endian shared
+    object's symbol table (empty for anything else)."""
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:6] != b"\x7fELF\x02\x01":
+        return set()
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names = set()
+    for _, kind, _, _, off, size, link, _, _, entsize in sections:
+        if kind != 2 or not entsize:  # SHT_SYMTAB
+            continue
+        stroff = sections[link][4]
+        for pos in range(off, off + size, entsize):
+            name, info = struct.unpack_from("<IB", data, pos)
+            if info == 0x02:  # STB_LOCAL, STT_FUNC
+                names.add(data[stroff + name : data.index(b"\0", stroff + name)].decode())
+    return names
+
+
+def test_the_compiled_parts_are_built_optimised():
+    """setuptools takes ``$CFLAGS`` *instead of* Python's own flags, so a
+    ``CFLAGS=-I...`` build ran the hot paths at -O0, several times slower
+    (``setup.py`` now adds -O2 when ``$CFLAGS`` names no level).  Unoptimised,
+    GCC leaves a copy of every ``static inline`` function of Python's
+    headers it used, ``Py_INCREF`` first among them: none may be there."""
+    if steps._speedups is None:
+        pytest.skip("the compiled parts are not built here (optional outside CI)")
+    local = _local_functions(steps._speedups.__file__)
+    if not local:
+        pytest.skip("not an ELF shared object with a symbol table (stripped, or not Linux)")
+    assert not local & {"Py_INCREF", "Py_DECREF", "Py_TYPE"}, sorted(local)
+
+
 def test_the_hook_leaks_no_objects_per_step(speedups: bool):
     """A reference kept per step (a float, a task, an exception) would show
     as tens of thousands of blocks after 40,000 steps."""
