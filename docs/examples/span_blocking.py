@@ -56,7 +56,7 @@ async def handler(name, blocking_per_step):
     try:
         for _ in range(3):
             time.sleep(blocking_per_step)  # synchronous work: the loop is blocked
-            await asyncio.sleep(0.005)  # a real wait: not charged
+            await asyncio.sleep(0.05)  # a real wait: not charged
     finally:
         current_span.reset(token)
     return span
