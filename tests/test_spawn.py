@@ -179,3 +179,75 @@ def test_uvloop_create_task_takes_the_fast_path_too() -> None:
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
         with runner:
             runner.run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="create_task(eager_start=...) is new in Python 3.14")
+def test_loop_create_task_eager_start_is_counted_at_the_callers_line() -> None:
+    """The eager fast path (aiohttp makes a task per request with
+    ``create_task(coro, eager_start=True)``) counts the task like the
+    factory does, and records the caller's line, from both entry points."""
+
+    async def now() -> int:
+        return 5
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counter = creation_counter(loop)
+        before = counted(counter)
+        a = loop.create_task(now(), eager_start=True, name="a")  # site: loop eager
+        b = asyncio.create_task(now(), eager_start=True, context=contextvars.copy_context())  # site: asyncio eager
+        assert counted(counter) == before + 2
+        assert a.done() and b.done() and a.result() == b.result() == 5
+        assert a.get_name() == "a"
+        assert site_line(a) == line_of("site: loop eager")
+        assert site_line(b) == line_of("site: asyncio eager")
+
+    with loopscope.installed(server=False, dump_signal=""):
+        asyncio.run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
+def test_eager_clean_ends_share_the_done_rings_budget() -> None:
+    """Eager tasks that finish in their constructor or in a later step are
+    counted exactly and enter the done ring through its budget like every
+    other clean end (a server making one per request must not pay a history
+    entry for each); every failure is kept, with its coroutine's name."""
+
+    async def immediate() -> int:
+        return 1
+
+    async def later() -> int:
+        await asyncio.sleep(0)
+        return 2
+
+    async def bad() -> None:
+        raise ValueError("eager failure")
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)
+        m = current().tracker.metrics[id(loop)]
+        before = (m.done, m.failed)
+        for _ in range(3):
+            tasks = [asyncio.create_task(immediate()) for _ in range(1000)]
+            tasks += [asyncio.create_task(later()) for _ in range(500)]
+            await asyncio.gather(*tasks)
+        for _ in range(7):
+            t = asyncio.create_task(bad())
+            assert t.done()
+            with pytest.raises(ValueError):
+                t.result()
+        return m.done - before[0], m.failed - before[1]
+
+    with loopscope.installed(server=False, dump_signal="", history_size=100) as agent:
+        done, failed = asyncio.run(main())
+        assert (done, failed) == (4500, 7)
+        tracker = agent.tracker
+        # the ring's last 100 entries: ours, bar asyncio.run's own shutdown tasks
+        names = [e[2].rsplit(".", 1)[-1] for e in tracker.done]
+        assert len(names) == 100 and names.count("immediate") + names.count("later") >= 95, names
+        # at most a second of refills (100 a second) besides the first 1,000
+        done_total = sum(m.done for m in tracker.metrics.values())
+        assert tracker.done_not_kept(done_total) >= done_total - 1000 - 100
+        failed = [e for e in tracker.failed if e[5] == "failed"]
+        assert len(failed) == 7 and {e[2] for e in failed} == {"test_eager_clean_ends_share_the_done_rings_budget.<locals>.bad"}, failed

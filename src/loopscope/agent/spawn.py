@@ -33,8 +33,8 @@ original_create_task = tasks.create_task
 original_loop_create_task = base_events.BaseEventLoop.create_task
 
 #: Loops that are not BaseEventLoops (uvloop) with our plain factory:
-#: id(loop) -> (factory, task class, track, the loop class's own
-#: get_task_factory).  Kept in step by ``note_factory``; an entry left by a
+#: id(loop) -> (factory, task class, track, eager task class, the
+#: factory's counter bump, the loop class's own get_task_factory).  Kept in step by ``note_factory``; an entry left by a
 #: dead loop fails the identity check against the next loop at that id.
 _other: dict[int, tuple] = {}
 
@@ -62,15 +62,24 @@ if sys.version_info >= (3, 14):
             return original_create_task(coro, **kwargs)  # asyncio's error
         if type(loop).create_task is loop_create_task:
             fast = loop._loopscope_fast
-            if fast is not None and fast[0] is loop._task_factory and not loop._closed and (not kwargs or not kwargs.get("eager_start")):
-                # without keywords (the common case) a plain call, not an
-                # empty **kwargs forwarded: 300 instructions less per task
-                task = fast[1](coro, loop=loop, **kwargs) if kwargs else fast[1](coro, loop=loop)
+            if fast is not None and fast[0] is loop._task_factory and not loop._closed:
+                if not kwargs:
+                    # a plain call, not an empty **kwargs forwarded: 300
+                    # instructions less per task
+                    task = fast[1](coro, loop=loop)
+                elif not kwargs.get("eager_start"):
+                    task = fast[1](coro, loop=loop, **kwargs)
+                else:
+                    # what our factory does with an eager task (it records
+                    # itself), without asyncio's two calls in between:
+                    # aiohttp makes one per request this way
+                    fast[4]()
+                    return fast[3](coro, loop=loop, **kwargs)
                 fast[2](task, loop, _getframe(1))
                 return task
         elif _other:
             fast = _other.get(id(loop))
-            if fast is not None and fast[0] is fast[3](loop) and not loop.is_closed() and (not kwargs or not kwargs.get("eager_start")):
+            if fast is not None and fast[0] is fast[5](loop) and not loop.is_closed() and (not kwargs or not kwargs.get("eager_start")):
                 if kwargs:
                     # uvloop names a task after making it (a named task uses
                     # up a "Task-N" number): the same here
@@ -87,8 +96,14 @@ if sys.version_info >= (3, 14):
     def loop_create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
         """``BaseEventLoop.create_task`` (TaskGroup, gather, ensure_future)."""
         fast = self._loopscope_fast
-        if fast is not None and fast[0] is self._task_factory and not self._closed and (not kwargs or not kwargs.get("eager_start")):
-            task = fast[1](coro, loop=self, **kwargs) if kwargs else fast[1](coro, loop=self)  # see create_task
+        if fast is not None and fast[0] is self._task_factory and not self._closed:
+            if not kwargs:
+                task = fast[1](coro, loop=self)  # see create_task
+            elif not kwargs.get("eager_start"):
+                task = fast[1](coro, loop=self, **kwargs)
+            else:
+                fast[4]()
+                return fast[3](coro, loop=self, **kwargs)
             fast[2](task, self, _getframe(1))
             return task
         return original_loop_create_task(self, coro, **kwargs)
@@ -118,7 +133,7 @@ else:
                 return task
         elif _other:
             fast = _other.get(id(loop))
-            if fast is not None and fast[0] is fast[3](loop) and not loop.is_closed():
+            if fast is not None and fast[0] is fast[5](loop) and not loop.is_closed():
                 # uvloop names a task after making it (a named task uses up
                 # a "Task-N" number): the same here
                 task = fast[1](coro, loop=loop, context=context)

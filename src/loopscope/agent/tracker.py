@@ -445,11 +445,16 @@ class Tracker:
             ring, outcome = self.failed, "destroyed-pending"
             if m is not None:
                 m.destroyed += 1
-        if _GET_CORO_UNSAFE_WHEN_DONE:
-            coro_name = safe_coro_name(task)
-        else:
-            coro = task.get_coro()
-            coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
+        # An eager task's coroutine name is in a slot: a task that finished
+        # in its constructor has no coroutine left on 3.13+ (get_coro() is
+        # None) and crashes get_coro() on 3.12.0/3.12.1.
+        coro_name = getattr(task, "_ls_coro_name", None)
+        if coro_name is None:
+            if _GET_CORO_UNSAFE_WHEN_DONE:
+                coro_name = safe_coro_name(task)
+            else:
+                coro = task.get_coro()
+                coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
         # Rings are bounded by length; the age limit applies when read.
         ring.append((id(task), task.get_name(), coro_name, origin, cancel, outcome, now, extra) + (task_stats(task) or _NO_STATS))
         if self.hooks.unregister:
@@ -510,6 +515,8 @@ def safe_coro_name(task: Any) -> str:
     if _GET_CORO_UNSAFE_WHEN_DONE and task.done() and not _lazy_safe(task):
         return getattr(task, "_ls_coro_name", None) or "?"
     coro = task.get_coro()
+    if coro is None:  # 3.13+: an eager task that finished in its constructor
+        return getattr(task, "_ls_coro_name", None) or "?"
     name = getattr(coro, "__qualname__", None)
     return name if isinstance(name, str) else type(coro).__name__
 
@@ -562,6 +569,9 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     """
     record_end = tracker.record_end
     cfg = tracker.config
+    one_frame = cfg.creation_frames == 1
+    skip_get = _code_skip.get
+    link_of = tracker.link_of
     done_append = tracker.done.append
     budget = tracker.done_budget
     metrics_get = tracker.metrics.get
@@ -577,26 +587,31 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
             if now is None:
                 now = _monotonic()
             # the coroutine's name, not the coroutine: a ring of finished
-            # coroutines would keep their memory from being reused
-            coro_name = getattr(task.get_coro(), "__qualname__", "?")
+            # coroutines would keep their memory from being reused (an
+            # eager task's is in a slot: see EagerTrackedTask)
+            if task._ls_eager:
+                coro_name = task._ls_coro_name or "?"
+            else:
+                coro_name = getattr(task.get_coro(), "__qualname__", "?")
             done_append((id(task), task.get_name(), coro_name, origin_of(task), None, "done", now, None) + (task_stats(task) or _NO_STATS))
         if hooks.unregister:
             hooks.call_unregister(task)
 
-    def note_end(m: Any, task: Any, now: float) -> None:
+    def note_end(m: Any, task: Any, now: float | None) -> None:
         """Record the end of one of our tasks: from the step that finished
         it (steps.py) or from ``__del__``.  A clean finish is counted here
         and kept by ``clean_end``; everything else goes through
         ``Tracker.record_end``.  The step hook and ``__del__`` inline the
         clean case's test (a call per task is measurable)."""
-        if task._ls_cancel is None and not task._ls_eager and task._state == "FINISHED" and task._exception is None:
+        eager = task._ls_eager
+        if eager:
+            task._ls_ended = True  # its __del__ must not record it again
+        if task._ls_cancel is None and task._state == "FINISHED" and task._exception is None:
             if m is not None:
                 m.done += 1
             if budget[0] > 0 or hooks.unregister:
                 clean_end(task, now)
             return
-        if task._ls_eager:
-            task._ls_ended = True
         record_end(task, now, m)
 
     tracker.note_end = note_end
@@ -702,7 +717,37 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 self._ls_first = None
                 self._ls_coro_name = getattr(coro, "__qualname__", None)
                 self._ls_name_cell = [None]
-                _set_origin(self, tracker.make_origin(loop))
+                if one_frame:
+                    # make_origin's walk and record, inlined into the four
+                    # slots of the fast path (make_track): servers make an
+                    # eager task per request (aiohttp on 3.12+)
+                    f = _getframe(1)
+                    while f is not None:
+                        c = f.f_code
+                        e = skip_get(id(c))
+                        if e is None or e[0] is not c:
+                            if not _code_skipped(c):
+                                break
+                        elif not e[1]:
+                            break
+                        f = f.f_back
+                    parent = _current_task(loop)
+                    if parent is None:
+                        link = None
+                    else:
+                        try:
+                            link = parent._ls_plink
+                        except AttributeError:
+                            link = link_of(parent)
+                    if f is None:
+                        self._ls_code = self._ls_lasti = None
+                    else:
+                        self._ls_code = f.f_code
+                        self._ls_lasti = f.f_lasti
+                    self._ls_created = _monotonic()
+                    self._ls_link = link  # last: origin_of reads it first
+                else:
+                    _set_origin(self, tracker.make_origin(loop))
                 if kwargs.get("eager_start") and loop is not None and loop.is_running():
                     m = getattr(loop, "_loopscope_metrics", None)
             except BaseException as e:  # noqa: BLE001
@@ -723,11 +768,10 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
             # task_register comes here, once the task is a valid object (after
             # its eager first step), and before its end if that step ended it.
             try:
-                if tracker.hooks.register:
-                    tracker.hooks.call_register(self)
+                if hooks.register:
+                    hooks.call_register(self)
                 if ended:
-                    self._ls_ended = True
-                    record_end(self, t1, m)
+                    note_end(m, self, t1)
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
 
@@ -742,7 +786,9 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         def __del__(self) -> None:
             try:
                 if not self._ls_ended:
-                    record_end(self)
+                    # a clean end through the done ring's budget, like every
+                    # other clean end (note_end)
+                    note_end(metrics_get(id(self.get_loop())), self, None)
             except BaseException as e:  # noqa: BLE001
                 tracker.note_error(e)
             _task_del(self)
@@ -866,7 +912,7 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
 
         # What agent/spawn.py needs to build tasks for this factory without
         # calling it: asyncio.create_task and loop.create_task, inlined.
-        loopscope_task_factory.loopscope_fast = (loopscope_task_factory, cls, track)  # type: ignore[attr-defined]
+        loopscope_task_factory.loopscope_fast = (loopscope_task_factory, cls, track, eager_cls, bump)  # type: ignore[attr-defined]
 
     elif inner is None:
 
