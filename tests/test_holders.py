@@ -309,3 +309,46 @@ def test_a_method_that_is_not_its_source_is_left_alone():
     where = lambda self_name: P._at_return_true  # noqa: E731
     assert P.rewritten(acquire, "{self}._seen = True", where) is None
     assert P.rewritten(Gate.acquire, "{self}._seen = True", where) is not None
+
+
+def test_a_callers_verdict_is_remembered_and_forgotten_with_the_library_dirs(agent, tmp_path):
+    """A primitive made straight from user code is recorded by the wrapped
+    ``__init__`` from the remembered verdict (no walk) with the same record
+    as the walk gives; asyncio's own primitives still are not listed; a
+    directory that becomes a library's is judged again."""
+    pt = agent.primitive_tracker
+
+    def make() -> asyncio.Event:
+        return asyncio.Event()  # made here
+
+    line = next(i for i, text in enumerate(open(__file__), 1) if text.rstrip().endswith("# made here"))
+    first, second = make(), make()
+    assert P._user_callers.get(id(make.__code__)) is make.__code__
+    for ev in (first, second):
+        kind, code, lasti, _created = pt.objects.get(ev)
+        assert (kind, code) == ("Event", make.__code__)
+        assert next(ln for start, end, ln in code.co_lines() if start <= lasti < end) == line
+    queue = asyncio.Queue()
+    cond = asyncio.Condition()
+    assert queue in pt.objects and cond in pt.objects and cond._lock not in pt.objects
+
+    # the same function, now inside a library directory: not a creation site
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "mod.py").write_text("import asyncio\n\ndef make():\n    return asyncio.Event()\n")
+    ns: dict[str, object] = {}
+    exec(compile((lib / "mod.py").read_text(), str(lib / "mod.py"), "exec"), ns)
+    lib_make = ns["make"]
+    assert lib_make() in pt.objects  # user code so far: remembered
+    assert P._user_callers.get(id(lib_make.__code__)) is lib_make.__code__
+    before = P.LIBRARY_DIRS
+    try:
+        P.add_library_dir(str(lib) + "/")
+        assert P._user_callers == {}
+        # made by a library's own code: its internals, not listed (janus's
+        # Conditions, say), where the remembered verdict would list it
+        assert lib_make() not in pt.objects
+        assert make() in pt.objects
+    finally:
+        P.LIBRARY_DIRS = before
+        P._user_callers.clear()

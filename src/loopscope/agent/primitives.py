@@ -125,6 +125,7 @@ KINDS: list[tuple[type, str]] = [
 
 
 _kinds: dict[type, str | None] = {}  # by class: kind_of runs for every primitive made
+_NO_KIND = object()  # not in _kinds yet
 
 # anyio's primitives are classes of ``anyio._core._synchronization`` (the
 # public names; the asyncio backend's classes and the adapters anyio makes
@@ -193,8 +194,18 @@ def add_library_dir(directory: str, anyio: bool = False) -> None:
     global LIBRARY_DIRS, ANYIO_DIRS
     if directory not in LIBRARY_DIRS:
         LIBRARY_DIRS = (*LIBRARY_DIRS, directory)
+        _user_callers.clear()  # judged without this directory
     if anyio and directory not in ANYIO_DIRS:
         ANYIO_DIRS = (*ANYIO_DIRS, directory)
+
+
+#: id(code) -> code of the functions ``register`` found to be user code
+#: right at the constructor's caller (no frame to walk past): a primitive
+#: they make is recorded at their line by the wrapped ``__init__`` itself,
+#: without ``register``'s walk.  Servers make primitives per request
+#: (uvicorn: an ``asyncio.Event`` for each).  Emptied when a library
+#: directory is added, since the verdict depends on them.
+_user_callers: dict[int, CodeType] = {}
 
 
 def package_dir(module: Any) -> str:
@@ -698,12 +709,24 @@ class PrimitiveTracker:
     def _wrap_init(self, cls: type) -> None:
         orig = cls.__dict__["__init__"]
         pt = self
+        user_get = _user_callers.get
+        kinds_get = _kinds.get
+        registry = self.objects.data
+        pop = self.objects._pop
 
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             orig(self, *args, **kwargs)
             try:
                 caller = _getframe(1)
-                hit = _anyio_verdicts.get(id(caller.f_code))
+                code = caller.f_code
+                if user_get(id(code)) is code:
+                    # register()'s verdict for this caller, remembered:
+                    # its record, stored the way WeakRegistry does
+                    kind = kinds_get(type(self), _NO_KIND)
+                    if kind is not _NO_KIND:
+                        registry[_ref(self, pop)] = (kind or type(self).__name__, code, caller.f_lasti, _monotonic())
+                        return
+                hit = _anyio_verdicts.get(id(code))
                 # made by anyio code already judged (the asyncio.Event in
                 # every anyio Event): one lookup, not the walk
                 if hit is None or hit[1] == PLUMBING or id(caller.f_code) in own_init_codes(type(self)):
@@ -800,7 +823,10 @@ class PrimitiveTracker:
         if f is None:
             self.objects[obj] = (kind, None, 0, _monotonic())
         else:
-            self.objects[obj] = (kind, f.f_code, f.f_lasti, _monotonic())
+            code = f.f_code
+            self.objects[obj] = (kind, code, f.f_lasti, _monotonic())
+            if f is frame and len(_user_callers) < 10_000:
+                _user_callers[id(code)] = code  # see _wrap_init
 
     # -- reading (server thread) -------------------------------------------------
 
