@@ -1,10 +1,12 @@
-"""A real server under load: aiohttp with and without loopscope, driven by wrk.
+"""A real server under load: aiohttp or uvicorn with and without loopscope, driven by wrk.
 
 Usage::
 
-    python benchmarks/http_wrk.py [--runs N] [--seconds S] [--connections C] [--markdown]
+    python benchmarks/http_wrk.py [--app aiohttp|uvicorn] [--runs N] [--seconds S] [--connections C] [--markdown]
 
-Needs ``wrk`` (Debian: ``apt-get install wrk``) and aiohttp.  Each run starts
+Needs ``wrk`` (Debian: ``apt-get install wrk``) and aiohttp, or uvicorn and
+Starlette (``pip install 'uvicorn[standard]' starlette``: uvicorn then
+parses HTTP with httptools; the loop is asyncio's either way).  Each run starts
 the server in a fresh process (pinned to CPU 0 when ``taskset`` exists, wrk
 to CPU 1, so the two do not fight for one core), warms it up, then measures
 ``wrk --latency`` for S seconds.  Configurations alternate run by run;
@@ -44,7 +46,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 
-APP = '''
+APPS = {
+    "aiohttp": '''
 import asyncio, json, sys
 from aiohttp import web
 
@@ -57,7 +60,31 @@ async def handler(request):
 app = web.Application()
 app.router.add_get("/", handler)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=lambda *a: print("READY", flush=True))
-'''
+''',
+    # uvicorn on the default asyncio loop (the budget's loop), with httptools
+    # when it is installed (uvicorn[standard]), else h11
+    "uvicorn": '''
+import asyncio, sys
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+async def handler(request):
+    await asyncio.sleep(0)
+    return JSONResponse({"path": request.url.path, "items": list(range(20))})
+
+app = Starlette(routes=[Route("/", handler)])
+
+class Server(uvicorn.Server):
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        print("READY", flush=True)
+
+config = uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), loop="asyncio", log_level="warning", access_log=False, lifespan="off")
+Server(config).run()
+''',
+}
 
 
 def free_port() -> int:
@@ -92,52 +119,113 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
-def one_run(config: str, app: str, seconds: float, connections: int) -> tuple[float, float]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPSCOPE_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, app, str(port)]
-    scrape_port = None
-    if config != "plain":
-        sockdir = tempfile.mkdtemp(prefix="ls-wrk-")
-        os.chmod(sockdir, 0o700)
-        env["LOOPSCOPE_SOCKET_DIR"] = sockdir
-        env.update({"LOOPSCOPE_" + k: v for k, v in VARIANTS[config].items()})
-        prom: list[str] = []
-        if config == "loopscope":
-            scrape_port = free_port()
-            prom = ["--prometheus", f"127.0.0.1:{scrape_port}"]
-        cmd = [sys.executable, "-m", "loopscope", "run", *prom, "--", *cmd]
-    server = subprocess.Popen(pin(0) + cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    stop = threading.Event()
-    try:
-        line = server.stdout.readline() if server.stdout else ""
+class Server:
+    """One server process for one configuration, pinned to CPU 0."""
+
+    def __init__(self, config: str, app: str) -> None:
+        self.config = config
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPSCOPE_")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+        cmd = [sys.executable, app, str(self.port)]
+        self.scrape_port: int | None = None
+        if config != "plain":
+            sockdir = tempfile.mkdtemp(prefix="ls-wrk-")
+            os.chmod(sockdir, 0o700)
+            env["LOOPSCOPE_SOCKET_DIR"] = sockdir
+            env.update({"LOOPSCOPE_" + k: v for k, v in VARIANTS[config].items()})
+            prom: list[str] = []
+            if config == "loopscope":
+                self.scrape_port = free_port()
+                prom = ["--prometheus", f"127.0.0.1:{self.scrape_port}"]
+            cmd = [sys.executable, "-m", "loopscope", "run", *prom, "--", *cmd]
+        # taskset and ``loopscope run`` both exec: the pid is the server's
+        self.proc = subprocess.Popen(pin(0) + cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.stop = threading.Event()
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
         if "READY" not in line:
+            self.close()
             raise RuntimeError(f"{config}: server did not start")
-        url = f"http://127.0.0.1:{port}/"
-        subprocess.run(pin(1) + ["wrk", "-t1", f"-c{connections}", "-d2s", url], capture_output=True, check=True)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the whole process so far (threads that
+        ended included), from /proc; NaN where there is none."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return float("nan")
+
+    def start_scraping(self) -> None:
+        """Prometheus scrapes /metrics once a second during the run."""
 
         def scrape() -> None:
-            while scrape_port is not None and not stop.wait(1.0):
+            while not self.stop.wait(1.0):
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{scrape_port}/metrics", timeout=2).read()
+                    urllib.request.urlopen(f"http://127.0.0.1:{self.scrape_port}/metrics", timeout=2).read()
                 except (OSError, http.client.HTTPException):
                     pass  # the server is being stopped at the end of the run
 
-        scraper = threading.Thread(target=scrape, daemon=True)
-        scraper.start()
-        out = subprocess.run(
-            pin(1) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url],
-            capture_output=True, text=True, check=True,
-        ).stdout
-        return parse_wrk(out)
-    finally:
-        stop.set()
-        server.terminate()
+        if self.scrape_port is not None:
+            threading.Thread(target=scrape, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.proc.terminate()
         try:
-            server.wait(10)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            server.kill()
+            self.proc.kill()
+
+
+#: one measurement: req/s, p99 ms, server CPU µs per request, server CPU share
+Result = tuple[float, float, float, float]
+
+
+def measure(servers: list[Server], seconds: float, connections: int) -> list[Result]:
+    """wrk against every server at once (one wrk per server, all on CPU 1)
+    after a warm-up; with one server this is the usual sequential run."""
+    warm = [subprocess.Popen(pin(1) + ["wrk", "-t1", f"-c{connections}", "-d2s", s.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for s in servers]
+    for w in warm:
+        w.wait()
+    for s in servers:
+        s.start_scraping()
+    cpu0 = [s.cpu_seconds() for s in servers]
+    t0 = time.monotonic()
+    runs = [
+        subprocess.Popen(pin(1) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", s.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for s in servers
+    ]
+    outs = [r.communicate()[0] for r in runs]
+    elapsed = time.monotonic() - t0
+    cpu1 = [s.cpu_seconds() for s in servers]
+    results = []
+    for out, c0, c1 in zip(outs, cpu0, cpu1):
+        rps, p99 = parse_wrk(out)
+        results.append((rps, p99, (c1 - c0) / (rps * seconds) * 1e6, (c1 - c0) / elapsed))
+    return results
+
+
+def one_round(configs: list[str], app: str, seconds: float, connections: int, together: bool) -> dict[str, Result]:
+    if not together:
+        out = {}
+        for config in configs:
+            server = Server(config, app)
+            try:
+                out[config] = measure([server], seconds, connections)[0]
+            finally:
+                server.close()
+        return out
+    servers: list[Server] = []
+    try:
+        for config in configs:
+            servers.append(Server(config, app))
+        return dict(zip(configs, measure(servers, seconds, connections)))
+    finally:
+        for server in servers:
+            server.close()
 
 
 def main() -> int:
@@ -146,43 +234,64 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument(
+        "--together",
+        action="store_true",
+        help="run the configurations' servers at the same time, sharing CPU 0 (one wrk each on CPU 1): "
+        "the machine's noise then falls on all of them alike",
+    )
+    ap.add_argument("--app", choices=sorted(APPS), default="aiohttp", help="the server: aiohttp, or uvicorn+Starlette on the asyncio loop")
     ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, {', '.join(VARIANTS)}")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
     with tempfile.NamedTemporaryFile("w", suffix="_app.py", delete=False) as f:
-        f.write(APP)
+        f.write(APPS[args.app])
         app = f.name
     configs = args.configs.split(",")
     unknown = [c for c in configs if c != "plain" and c not in VARIANTS]
     if unknown or "plain" not in configs:
         print(f"--configs: needs plain, and only known names (unknown: {', '.join(unknown) or 'none'})", file=sys.stderr)
         return 2
-    results: dict[str, list[tuple[float, float]]] = {c: [] for c in configs}
+    results: dict[str, list[Result]] = {c: [] for c in configs}
     try:
         for i in range(args.runs):
-            for config in results:
-                results[config].append(one_run(config, app, args.seconds, args.connections))
-            print(f"run {i + 1}/{args.runs}: " + ", ".join(f"{c} {r[-1][0]:.0f} req/s p99 {r[-1][1]:.2f} ms" for c, r in results.items()), file=sys.stderr)
+            for config, result in one_round(configs, app, args.seconds, args.connections, args.together).items():
+                results[config].append(result)
+            print(
+                f"run {i + 1}/{args.runs}: "
+                + ", ".join(f"{c} {r[-1][0]:.0f} req/s p99 {r[-1][1]:.2f} ms {r[-1][2]:.1f} us/req cpu {r[-1][3]:.0%}" for c, r in results.items()),
+                file=sys.stderr,
+            )
     finally:
         os.unlink(app)
     med = {c: (statistics.median(x[0] for x in r), statistics.median(x[1] for x in r)) for c, r in results.items()}
-    head = f"Python {platform.python_version()}, aiohttp, wrk -t1 -c{args.connections} -d{args.seconds:g}s, {args.runs} runs, medians"
+    mode = "servers side by side on one CPU" if args.together else "configurations one after another"
+    head = f"Python {platform.python_version()}, {args.app}, wrk -t1 -c{args.connections} -d{args.seconds:g}s, {args.runs} runs ({mode}), medians"
     if args.markdown:
         print(head + "\n")
-        print("| config | req/s (median) | p99 ms (median) | all req/s |\n| --- | ---: | ---: | --- |")
+        print("| config | req/s (median) | p99 ms (median) | server CPU µs/request (median) | all req/s |\n| --- | ---: | ---: | ---: | --- |")
         for c, r in results.items():
-            print(f"| {c} | {med[c][0]:.0f} | {med[c][1]:.2f} | {', '.join(f'{x[0]:.0f}' for x in r)} |")
+            print(f"| {c} | {med[c][0]:.0f} | {med[c][1]:.2f} | {statistics.median(x[2] for x in r):.1f} | {', '.join(f'{x[0]:.0f}' for x in r)} |")
         print()
     else:
         print(head)
         for c, r in results.items():
-            print(f"{c:12s} {med[c][0]:8.0f} req/s  p99 {med[c][1]:6.2f} ms")
+            print(f"{c:12s} {med[c][0]:8.0f} req/s  p99 {med[c][1]:6.2f} ms  {statistics.median(x[2] for x in r):6.1f} us CPU/request")
     for c in configs[1:]:
         loss = 1 - med[c][0] / med["plain"][0]
         p99 = med[c][1] / med["plain"][1] - 1
         print(f"{c}: throughput loss {loss * 100:.1f} % (budget 3 %), p99 increase {p99 * 100:.1f} % (budget 5 %)")
+    # Paired: each run of a configuration against the plain run of the same
+    # round, which the machine's slow drifts (a neighbour's load coming and
+    # going over minutes) disturbed alike; the median of those ratios.
+    for c in configs[1:]:
+        pairs = list(zip(results[c], results["plain"]))
+        loss = 1 - statistics.median(x[0] / p[0] for x, p in pairs)
+        p99 = statistics.median(x[1] / p[1] for x, p in pairs) - 1
+        cost = statistics.median(x[2] / p[2] for x, p in pairs) - 1
+        print(f"{c}, paired by round: throughput loss {loss * 100:.1f} %, p99 increase {p99 * 100:.1f} %, CPU per request {cost * 100:+.1f} %")
     return 0
 
 
