@@ -315,15 +315,18 @@ class Tracker:
     def make_origin(self, loop: Any) -> Origin:
         """Called from the factory (frame depth matters: see _caller_frames)."""
         frames = _caller_frames(self.config.creation_frames)
+        return _origin_from(frames, self.parent_link(loop), _monotonic())
+
+    def parent_link(self, loop: Any) -> tuple | None:
+        """The link a task created now on ``loop`` records of its parent,
+        the running task (None: no parent)."""
         parent = _current_task(loop)
         if parent is None:
-            link = None
-        else:
-            try:
-                link = parent._ls_plink
-            except AttributeError:
-                link = self.link_of(parent)
-        return _origin_from(frames, link, _monotonic())
+            return None
+        try:
+            return parent._ls_plink  # type: ignore[no-any-return]
+        except AttributeError:  # its first child, or not one of ours
+            return self.link_of(parent)
 
     def link_of(self, parent: Any) -> tuple:
         """What a child of ``parent`` records of it (see ``origin_of``): made
@@ -570,8 +573,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     record_end = tracker.record_end
     cfg = tracker.config
     one_frame = cfg.creation_frames == 1
-    skip_get = _code_skip.get
-    link_of = tracker.link_of
+    parent_link = tracker.parent_link
     done_append = tracker.done.append
     budget = tracker.done_budget
     metrics_get = tracker.metrics.get
@@ -718,27 +720,11 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 self._ls_coro_name = getattr(coro, "__qualname__", None)
                 self._ls_name_cell = [None]
                 if one_frame:
-                    # make_origin's walk and record, inlined into the four
-                    # slots of the fast path (make_track): servers make an
-                    # eager task per request (aiohttp on 3.12+)
-                    f = _getframe(1)
-                    while f is not None:
-                        c = f.f_code
-                        e = skip_get(id(c))
-                        if e is None or e[0] is not c:
-                            if not _code_skipped(c):
-                                break
-                        elif not e[1]:
-                            break
-                        f = f.f_back
-                    parent = _current_task(loop)
-                    if parent is None:
-                        link = None
-                    else:
-                        try:
-                            link = parent._ls_plink
-                        except AttributeError:
-                            link = link_of(parent)
+                    # make_origin's record in the four slots of the fast
+                    # path (make_track), not a whole origin tuple: servers
+                    # make an eager task per request (aiohttp on 3.12+)
+                    f = _first_user_frame(_getframe(1))
+                    link = parent_link(loop)
                     if f is None:
                         self._ls_code = self._ls_lasti = None
                     else:
@@ -860,10 +846,20 @@ def skip_for_task_sites(directory: str) -> None:
 
 
 def _first_user_frame(f: FrameType | None) -> FrameType | None:
-    """``f`` or the first of its callers that is not asyncio's or ours."""
-    while f is not None and _code_skipped(f.f_code):
+    """``f`` or the first of its callers that is not asyncio's or ours.
+
+    A code already judged is read from the cache here, without a call per
+    frame: eager tasks walk from their constructor on every creation."""
+    while f is not None:
+        c = f.f_code
+        e = _code_skip.get(id(c))
+        if e is not None and e[0] is c:
+            if not e[1]:
+                return f
+        elif not _code_skipped(c):
+            return f
         f = f.f_back
-    return f
+    return None
 
 
 def factory_depth(loop: Any) -> int:
