@@ -237,7 +237,7 @@ def live_tasks(loop: Any) -> set[Any]:
     """The loop's unfinished tasks, read from any thread.
 
     The set ``all_tasks`` made, not a list of it: on 3.14+ ``all_tasks`` is
-    one C call that holds the GIL (~12 ms per 100,000 tasks), and a list
+    one C call that holds the GIL (12-23 ms per 100,000 tasks), and a list
     copy would be another (~2 ms) before the loop gets it back; callers
     iterate it in Python, where the GIL can change hands.
     """

@@ -729,7 +729,7 @@ class PrimitiveTracker:
                 hit = _anyio_verdicts.get(id(code))
                 # made by anyio code already judged (the asyncio.Event in
                 # every anyio Event): one lookup, not the walk
-                if hit is None or hit[1] == PLUMBING or id(caller.f_code) in own_init_codes(type(self)):
+                if hit is None or hit[1] == PLUMBING or id(code) in own_init_codes(type(self)):
                     pt.register(self, caller)
             except Exception as e:  # noqa: BLE001
                 pt.note_error(e)
