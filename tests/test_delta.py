@@ -521,14 +521,14 @@ def test_random_churn_matches_asyncio(agent: Any, stats: bool, chunk: int, limit
 def gated(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The ``all_tasks`` flow as on 3.14+, its scans counted."""
     scans: list[Any] = []
-    real = mirror.live_task_set
+    real = mirror.live_tasks
 
-    def counted(loop: Any) -> set[Any]:
+    def counted(loop: Any) -> Any:
         scans.append(loop)
         return real(loop)
 
     monkeypatch.setattr(mirror, "_asyncio_weakset", lambda: None)
-    monkeypatch.setattr(mirror, "live_task_set", counted)
+    monkeypatch.setattr(mirror, "live_tasks", counted)
     with loopscope.installed(server=False, dump_signal="") as ag:
         yield ag, scans
 

@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable
 from itertools import compress, count, repeat
 from typing import Any
 
-from .loops import counted, creation_counter, live_task_set
+from .loops import counted, creation_counter, live_tasks
 
 #: Tasks per C-level pass: about a millisecond of GIL on a slow machine.
 CHUNK = 4096
@@ -412,7 +412,7 @@ def advance(cur: Cursor, states: list[tuple[Any, Any]], timed: frozenset[type], 
     _rewatch(cur, states, out)
     ws = _asyncio_weakset()
     fresh = list(_weakset_news(cur, ws)) if ws is not None else []
-    lives = {st: live_task_set(loop) for loop, st in states if _scan_due(cur, loop, st)} if ws is None else {}
+    lives = {st: _live_set(loop) for loop, st in states if _scan_due(cur, loop, st)} if ws is None else {}
     passes = [_Pass(held) for held in cur.held.values()]
     for p in passes:
         _set_aside(cur, p.ended_refs(), ws is not None)
@@ -431,6 +431,18 @@ def advance(cur: Cursor, states: list[tuple[Any, Any]], timed: frozenset[type], 
         _take_new(cur, _all_tasks_news(cur, lives, out), None, watched, timed, limit, out)
         for st in out.unsent:  # the rest must be looked for again next call
             cur.scans.pop(st, None)
+    return out
+
+
+def _live_set(loop: Any) -> set[Any]:
+    """3.14+: the loop's unfinished tasks as a set: ``all_tasks``' own, or
+    one made, a slice at a time, from the task index's list (taskindex.py)."""
+    tasks = live_tasks(loop)
+    if isinstance(tasks, set):
+        return tasks
+    out: set[Any] = set()
+    for i in range(0, len(tasks), CHUNK):  # the GIL may change hands between slices
+        out.update(tasks[i : i + CHUNK])
     return out
 
 

@@ -49,6 +49,7 @@ from . import spawn
 from .config import Config
 from .hooks import HOOKS
 from .metrics import LoopMetrics
+from .taskindex import INDEX
 
 
 def _load_speedups() -> Any:
@@ -68,6 +69,10 @@ def _load_speedups() -> Any:
 
 
 _speedups = _load_speedups()
+
+
+def _ignore(_task: Any) -> None:
+    """registry_discard where the compiled parts are missing."""
 
 _Task = asyncio.Task
 _task_del = _Task.__del__
@@ -283,6 +288,8 @@ class Tracker:
         # LoopMetrics by id(loop), for the paths that cannot read the
         # loop attribute (uvloop loops take no attributes).
         self.metrics: dict[int, Any] = {}
+        #: ``_speedups.registry_add`` once the task registry is on (taskindex.py)
+        self.registry_add: Callable[[Any], None] | None = None
         self.task_class, self.del_task_class, self.eager_task_class = _make_task_classes(self)
 
     def wall(self, mono: float) -> float:
@@ -578,6 +585,8 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     budget = tracker.done_budget
     metrics_get = tracker.metrics.get
     hooks = tracker.hooks
+    registry_add: Callable[[Any], None] | None = None  # set below, once enabled
+    registry_discard = getattr(_speedups, "registry_discard", _ignore)
 
     def clean_end(task: Any, now: float | None) -> None:
         """The rest of a clean finish, already counted: its history entry if
@@ -709,6 +718,8 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         def __init__(self, coro: Any, *, loop: Any = None, **kwargs: Any) -> None:
             m = None
             try:
+                if registry_add is not None:
+                    registry_add(self)
                 if loop is None:
                     loop = _get_running_loop()
                 self._ls_cancel = None
@@ -770,6 +781,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 cell[0] = self.get_name()
 
         def __del__(self) -> None:
+            registry_discard(self)  # first: see _speedups.c, "The task registry"
             try:
                 if not self._ls_ended:
                     # a clean end through the done ring's budget, like every
@@ -810,6 +822,20 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     for klass in (TrackedTask, DelTrackedTask, EagerTrackedTask):
         klass.__name__ = klass.__qualname__ = "Task"
         klass.__module__ = "loopscope.agent.tracker"
+
+    # 3.14+: list our tasks where a query can read them without all_tasks
+    # (taskindex.py).  Only with the compiled parts, and only where
+    # DelTrackedTask's __del__ is the compiled one, which unlists the task.
+    if (
+        _speedups is not None
+        and cfg.speedups
+        and isinstance(DelTrackedTask.__dict__.get("__del__"), getattr(_speedups, "TaskDel", ()))
+        and INDEX.enable(_speedups, _Task, (TrackedTask,), (EagerTrackedTask, DelTrackedTask))
+    ):
+        registry_add = _speedups.registry_add
+        tracker.registry_add = registry_add
+    else:
+        INDEX.disable()
     return TrackedTask, DelTrackedTask, EagerTrackedTask
 
 
@@ -919,6 +945,8 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
             task = cls(coro, loop=loop, **kwargs)
             try:
                 _init_slots(task)
+                if tracker.registry_add is not None:
+                    tracker.registry_add(task)
                 _set_origin(task, make_origin(loop))
                 bump()
                 if hooks.register:
@@ -940,9 +968,12 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
                 origin = make_origin(loop)
                 if isinstance(task, tracker.task_class):
                     _init_slots(task)
+                    if tracker.registry_add is not None and not isinstance(task, tracker.eager_task_class):
+                        tracker.registry_add(task)  # (an eager one listed itself)
                     _set_origin(task, origin)
                 else:
                     tracker.foreign[task] = origin
+                    INDEX.note_outsider(task)
                 bump()
                 if hooks.register:
                     hooks.call_register(task)
