@@ -283,3 +283,33 @@ def test_the_hook_leaks_no_objects_per_step(speedups: bool):
         gc.collect()
         grown = sys.getallocatedblocks() - before
     assert grown < 4000, grown
+
+
+def test_the_watchdogs_capture_keeps_no_task_alive():
+    """An iteration made slow by many short steps gets a capture of the
+    stack and the task then running, which no long step claims; it stays
+    until the next capture and must not keep that task alive."""
+    import gc
+    import time
+    import weakref
+
+    async def short() -> None:
+        time.sleep(0.0005)
+
+    async def main(agent) -> list[weakref.ref]:
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.create_task(short()) for _ in range(600)]  # one iteration of ~0.3 s
+        refs = [weakref.ref(t) for t in tasks]
+        await asyncio.gather(*tasks)
+        m = loop._loopscope_metrics
+        assert m.block_capture is not None, "the watchdog should have captured the slow iteration"
+        del tasks
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+        assert m.block_capture is not None  # still there: unclaimed
+        return refs
+
+    with loopscope.installed(server=False, dump_signal="none", slow_step=0.1, watchdog=0.01) as agent:
+        refs = asyncio.run(main(agent))
+    assert not [r for r in refs if r() is not None]

@@ -86,7 +86,7 @@ def loop_health(agent: Agent, loop: Any, st: Any, top: int = 10) -> dict[str, An
         cap = m.block_capture
         task = _current(loop)
         if task is None and cap is not None:
-            task = cap[3]
+            task = cap[3]()
         stack = info.blocked_stack
         if stack is None and cap is not None:
             stack = cap[1]

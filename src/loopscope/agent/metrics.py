@@ -219,7 +219,7 @@ class LoopMetrics:
         # the watchdog's capture belongs to this step if it was taken during it
         mine = cap is not None and t0 <= cap[2] <= t0 + d
         if what is None and mine:
-            what = cap[3]  # no step hook: the task the watchdog saw running
+            what = cap[3]()  # no step hook: the task the watchdog saw running
         self.blocking.append((t0, d, _describe(what), cap[1] if mine else None))
         if mine:
             self.block_capture = None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import Any
 
 from .introspect import frames_of_thread
@@ -99,7 +100,9 @@ class Watchdog:
             cap = m.block_capture
             if cap is None or cap[0] != st.expected or now - cap[2] >= 1.0:
                 stack = frames_of_thread(st.thread_ident)
-                m.block_capture = (st.expected, stack, _monotonic(), _current_task(loop))
+                # the task weakly: a capture no long step claims stays until
+                # the next one, and must not keep a finished task alive
+                m.block_capture = (st.expected, stack, _monotonic(), _weak(_current_task(loop)))
 
     def sample(self) -> None:
         """One point of each health series, per loop."""
@@ -160,3 +163,16 @@ def _current_task(loop: Any) -> Any:
     except Exception:  # noqa: BLE001
         return None
 
+
+def _weak(task: Any) -> Any:
+    """A callable returning ``task`` while it lives (None for no task)."""
+    if task is None:
+        return _none
+    try:
+        return weakref.ref(task)
+    except TypeError:  # a task type without weak references
+        return lambda: task
+
+
+def _none() -> None:
+    return None
