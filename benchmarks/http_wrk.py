@@ -22,7 +22,9 @@ The issue's budget: throughput loss <= 3 %, p99 latency increase <= 5 %.
 (the Python step hook instead of the compiled one), ``ls-nometrics`` (no step
 hook), ``ls-noprims`` (no primitive tracking), ``ls-quiet`` (the watchdog and
 heartbeat at 1 s instead of 20/50 ms), ``ls-bare`` (all of those off: task
-tracking and the socket server only).
+tracking and the socket server only), and ``idle-thread``: no loopscope, the
+plain server with one more thread that only sleeps, the floor any agent with
+a thread of its own starts from.
 """
 
 from __future__ import annotations
@@ -46,8 +48,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 
+#: ``idle-thread`` runs the plain server with one more thread that only
+#: sleeps: the control for what any thread costs a process (a second thread
+#: turns off glibc's single-thread fast paths, and the agent has threads).
+IDLE_THREAD = """
+import os, threading, time
+if os.environ.get("WRK_IDLE_THREAD"):
+    threading.Thread(target=time.sleep, args=(10**6,), daemon=True).start()
+"""
+
 APPS = {
-    "aiohttp": '''
+    "aiohttp": IDLE_THREAD + '''
 import asyncio, json, sys
 from aiohttp import web
 
@@ -63,7 +74,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 ''',
     # uvicorn on the default asyncio loop (the budget's loop), with httptools
     # when it is installed (uvicorn[standard]), else h11
-    "uvicorn": '''
+    "uvicorn": IDLE_THREAD + '''
 import asyncio, sys
 import uvicorn
 from starlette.applications import Starlette
@@ -129,7 +140,9 @@ class Server:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
         cmd = [sys.executable, app, str(self.port)]
         self.scrape_port: int | None = None
-        if config != "plain":
+        if config == "idle-thread":
+            env["WRK_IDLE_THREAD"] = "1"
+        elif config != "plain":
             sockdir = tempfile.mkdtemp(prefix="ls-wrk-")
             os.chmod(sockdir, 0o700)
             env["LOOPSCOPE_SOCKET_DIR"] = sockdir
@@ -241,7 +254,7 @@ def main() -> int:
         "the machine's noise then falls on all of them alike",
     )
     ap.add_argument("--app", choices=sorted(APPS), default="aiohttp", help="the server: aiohttp, or uvicorn+Starlette on the asyncio loop")
-    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, {', '.join(VARIANTS)}")
+    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, idle-thread, {', '.join(VARIANTS)}")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -250,7 +263,7 @@ def main() -> int:
         f.write(APPS[args.app])
         app = f.name
     configs = args.configs.split(",")
-    unknown = [c for c in configs if c != "plain" and c not in VARIANTS]
+    unknown = [c for c in configs if c not in ("plain", "idle-thread") and c not in VARIANTS]
     if unknown or "plain" not in configs:
         print(f"--configs: needs plain, and only known names (unknown: {', '.join(unknown) or 'none'})", file=sys.stderr)
         return 2

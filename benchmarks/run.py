@@ -89,7 +89,33 @@ async def pingpong() -> None:
     await asyncio.gather(asyncio.create_task(pinger()), asyncio.create_task(ponger()))
 
 
-WORKLOADS: dict[str, Callable[[], Awaitable[None]]] = {"spawn": spawn, "pingpong": pingpong}
+async def request() -> None:
+    """What a server does per request: yield once, like a handler's await."""
+    await asyncio.sleep(0)
+
+
+async def eager() -> None:
+    """Eager tasks, the way aiohttp makes one per request (3.12+).
+
+    Each task runs its first step inside ``create_task`` and suspends once,
+    so the time is the constructor, two steps and the release: on 3.14+
+    ``create_task(coro, eager_start=True)``, before that the loop's
+    ``asyncio.eager_task_factory`` (set after loopscope, which wraps it, as
+    it would a program's own).  Not on 3.11, which has no eager tasks.
+    """
+    loop = asyncio.get_running_loop()
+    if sys.version_info >= (3, 14):
+        make: Callable[[], Any] = lambda: asyncio.create_task(request(), eager_start=True)  # noqa: E731
+    elif sys.version_info >= (3, 12):
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        make = lambda: asyncio.create_task(request())  # noqa: E731
+    else:
+        raise Skip("eager tasks are new in Python 3.12")
+    for _ in range(TASKS // BATCH):
+        await asyncio.gather(*[make() for _ in range(BATCH)])
+
+
+WORKLOADS: dict[str, Callable[[], Awaitable[None]]] = {"spawn": spawn, "pingpong": pingpong, "eager": eager}
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@
 /* interned attribute names, made once */
 static PyObject *s_loop, *s_callback, *s_args, *s_context, *s_metrics;
 static PyObject *s_state, *s_exception, *s_unregister, *s_long_step;
-static PyObject *s_PENDING, *s_FINISHED, *s_self, *zero;
+static PyObject *s_PENDING, *s_FINISHED, *s_self, *zero, *fzero;
 
 /* Offsets of the __slots__ this hook touches, read from the classes' member
  * descriptors when a StepRun is made. */
@@ -53,6 +53,13 @@ static const char *h_names[H_N] = {"_loop", "_callback", "_args", "_context"};
 static const char *t_names[T_N] = {"_ls_steps", "_ls_last", "_ls_first", "_ls_created", "_ls_busy", "_ls_longest", "_ls_cancel"};
 
 #define MAX_BOUNDS 128
+
+/* The step-duration histogram's layout (metrics.py's FINE_LIMIT and BOUNDS). */
+typedef struct {
+    double fine_limit;
+    Py_ssize_t nbounds;
+    double bounds[MAX_BOUNDS];
+} Hist;
 
 typedef struct {
     PyObject_HEAD
@@ -67,9 +74,7 @@ typedef struct {
     PyObject *budget;     /* a one-element list: the done ring's budget */
     PyObject *hooks;      /* loopscope.hooks.HOOKS: .unregister */
     PyObject *note_error;
-    double fine_limit;
-    Py_ssize_t nbounds;
-    double bounds[MAX_BOUNDS];
+    Hist hist;
     Py_ssize_t m_off[M_N];
     Py_ssize_t t_off[T_N];
     Py_ssize_t h_off[H_N];
@@ -85,6 +90,24 @@ monotonic(void)
 }
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* PyObject_GetOptionalAttr (3.13+): *out is the attribute, or NULL when
+ * there is none (no exception); -1 on any other error. */
+static int
+get_optional_attr(PyObject *obj, PyObject *name, PyObject **out)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, out);
+#else
+    *out = PyObject_GetAttr(obj, name);
+    if (*out != NULL)
+        return 1;
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+#endif
+}
 
 /* Replace a slot's value, stealing the reference to `value`.  Fails (with
  * MemoryError set) only when `value` is NULL. */
@@ -191,6 +214,19 @@ gc_dealloc(PyObject *self)
     Py_TYPE(self)->tp_free(self);
 }
 
+/* The traverse and clear of a type whose references are its fields from
+ * `first` to `last` (see REFS). */
+#define REFS_GC(prefix, Type, first, last)                                   \
+    static int prefix##_traverse(Type *self, visitproc visit, void *arg)     \
+    {                                                                        \
+        return refs_traverse(REFS(self, first, last), visit, arg);          \
+    }                                                                        \
+    static int prefix##_clear(Type *self)                                    \
+    {                                                                        \
+        refs_clear(REFS(self, first, last));                                 \
+        return 0;                                                            \
+    }
+
 /* Hand the pending exception to note_error and clear it. */
 static void
 hand_over_error(PyObject *note_error)
@@ -206,6 +242,85 @@ hand_over_error(PyObject *note_error)
     Py_XDECREF(value);
     Py_XDECREF(tb);
     PyErr_Clear();
+}
+
+/* LoopMetrics.add_step(what, t0, d): one step of `d` seconds filed in the
+ * histogram, and a step longer than `slow` handed to long_step. */
+static int
+file_step(PyObject *m, const Py_ssize_t *mo, const Hist *h, PyObject *what, double t0, double d)
+{
+    double v;
+    if (d < h->fine_limit)
+        return bump(SLOT(m, mo[M_FINE]), (Py_ssize_t)floor(d * 1e6));
+    /* bisect_right(BOUNDS, d) */
+    Py_ssize_t lo = 0, hi = h->nbounds;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (d < h->bounds[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    if (bump(SLOT(m, mo[M_COUNTS]), lo) < 0)
+        return -1;
+    if (get_double(m, mo[M_STEP_MAX], "step_max", &v) < 0)
+        return -1;
+    if (d > v && set_float(m, mo[M_STEP_MAX], d) < 0)
+        return -1;
+    if (get_double(m, mo[M_SLOW], "slow", &v) < 0)
+        return -1;
+    if (d > v) {
+        PyObject *pt0 = PyFloat_FromDouble(t0), *pd = PyFloat_FromDouble(d);
+        PyObject *r = NULL;
+        if (pt0 && pd)
+            r = PyObject_CallMethodObjArgs(m, s_long_step, what, pt0, pd, NULL);
+        Py_XDECREF(pt0);
+        Py_XDECREF(pd);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* The metrics' `done` counter (at offset `off`) plus one. */
+static int
+count_done(PyObject *m, Py_ssize_t off)
+{
+    PyObject *done = SLOT(m, off);
+    Py_ssize_t k = done == NULL ? -1 : PyLong_AsSsize_t(done);
+    if (k == -1 && (done == NULL || PyErr_Occurred())) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "done is not set");
+        return -1;
+    }
+    return set_slot(m, off, PyLong_FromSsize_t(k + 1));
+}
+
+/* note_end's clean finish once counted: clean_end(task, now) if the done
+ * ring's budget or a task_unregister hook wants it (tracker.py's
+ * ``budget[0] > 0 or hooks.unregister``). */
+static int
+keep_clean_end(PyObject *budget, PyObject *hooks, PyObject *clean_end, PyObject *task, PyObject *now)
+{
+    int want = 0;
+    PyObject *b = PyList_CheckExact(budget) && PyList_GET_SIZE(budget) > 0 ? PyList_GET_ITEM(budget, 0) : NULL;
+    if (b != NULL && (want = PyObject_RichCompareBool(b, zero, Py_GT)) < 0)
+        return -1;
+    if (!want) {
+        PyObject *u = PyObject_GetAttr(hooks, s_unregister);
+        if (u == NULL)
+            return -1;
+        want = PyObject_IsTrue(u);
+        Py_DECREF(u);
+        if (want <= 0)
+            return want;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(clean_end, task, now, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 /* The accounting after a step: steps.py's _run, from "d = t1 - t0" on. */
@@ -226,40 +341,8 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
         if (set_float(m, mo[M_NESTED], 0.0) < 0)
             return -1;
     }
-    if (d < self->fine_limit) {
-        if (bump(SLOT(m, mo[M_FINE]), (Py_ssize_t)floor(d * 1e6)) < 0)
-            return -1;
-    }
-    else {
-        /* bisect_right(BOUNDS, d) */
-        Py_ssize_t lo = 0, hi = self->nbounds;
-        while (lo < hi) {
-            Py_ssize_t mid = (lo + hi) / 2;
-            if (d < self->bounds[mid])
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        if (bump(SLOT(m, mo[M_COUNTS]), lo) < 0)
-            return -1;
-        if (get_double(m, mo[M_STEP_MAX], "step_max", &v) < 0)
-            return -1;
-        if (d > v && set_float(m, mo[M_STEP_MAX], d) < 0)
-            return -1;
-        if (get_double(m, mo[M_SLOW], "slow", &v) < 0)
-            return -1;
-        if (d > v) {
-            PyObject *pt0 = PyFloat_FromDouble(t0), *pd = PyFloat_FromDouble(d);
-            PyObject *r = NULL;
-            if (pt0 && pd)
-                r = PyObject_CallMethodObjArgs(m, s_long_step, handle, pt0, pd, NULL);
-            Py_XDECREF(pt0);
-            Py_XDECREF(pd);
-            if (r == NULL)
-                return -1;
-            Py_DECREF(r);
-        }
-    }
+    if (file_step(m, mo, &self->hist, handle, t0, d) < 0)
+        return -1;
 
     PyObject *tp = (PyObject *)Py_TYPE(cb);
     if (tp != self->step_type && tp != self->wakeup_type)
@@ -328,59 +411,18 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
         clean = exc == Py_None;
         Py_DECREF(exc);
     }
-    PyObject *r;
+    int rc;
     if (clean) {
         /* note_end's clean finish, inlined */
-        PyObject *done = SLOT(m, mo[M_DONE]);
-        Py_ssize_t k = done == NULL ? -1 : PyLong_AsSsize_t(done);
-        if (k == -1 && (done == NULL || PyErr_Occurred())) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_AttributeError, "done is not set");
-            Py_DECREF(pt1);
-            return -1;
-        }
-        if (set_slot(m, mo[M_DONE], PyLong_FromSsize_t(k + 1)) < 0) {
-            Py_DECREF(pt1);
-            return -1;
-        }
-        int want = 0;
-        PyObject *b = PyList_CheckExact(self->budget) && PyList_GET_SIZE(self->budget) > 0
-            ? PyList_GET_ITEM(self->budget, 0) : NULL;
-        if (b != NULL) {
-            int pos = PyObject_RichCompareBool(b, zero, Py_GT);
-            if (pos < 0) {
-                Py_DECREF(pt1);
-                return -1;
-            }
-            want = pos;
-        }
-        if (!want) {
-            PyObject *u = PyObject_GetAttr(self->hooks, s_unregister);
-            if (u == NULL) {
-                Py_DECREF(pt1);
-                return -1;
-            }
-            want = PyObject_IsTrue(u);
-            Py_DECREF(u);
-            if (want < 0) {
-                Py_DECREF(pt1);
-                return -1;
-            }
-        }
-        if (!want) {
-            Py_DECREF(pt1);
-            return 0;
-        }
-        r = PyObject_CallFunctionObjArgs(self->clean_end, task, pt1, NULL);
+        rc = count_done(m, mo[M_DONE]) < 0 ? -1 : keep_clean_end(self->budget, self->hooks, self->clean_end, task, pt1);
     }
     else {
-        r = PyObject_CallFunctionObjArgs(self->step_end, m, task, pt1, NULL);
+        PyObject *r = PyObject_CallFunctionObjArgs(self->step_end, m, task, pt1, NULL);
+        Py_XDECREF(r);
+        rc = r == NULL ? -1 : 0;
     }
     Py_DECREF(pt1);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return rc;
 }
 
 /* One of the handle's attributes (a new reference): read at its slot's
@@ -493,16 +535,39 @@ steprun_descr_get(PyObject *self, PyObject *obj, PyObject *type)
     return PyMethod_New(self, obj);
 }
 
+REFS_GC(steprun, StepRun, original, note_error)
+
 static int
-steprun_traverse(StepRun *self, visitproc visit, void *arg)
+hist_init(Hist *h, double fine_limit, PyObject *bounds)
 {
-    return refs_traverse(REFS(self, original, note_error), visit, arg);
+    PyObject *seq = PySequence_Fast(bounds, "bounds must be a sequence");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
+    if (nb > MAX_BOUNDS) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many bounds");
+        return -1;
+    }
+    h->nbounds = nb;
+    h->fine_limit = fine_limit;
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        h->bounds[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (h->bounds[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
 }
 
 static int
-steprun_clear(StepRun *self)
+metrics_offsets(PyObject *metrics_cls, Py_ssize_t *m_off)
 {
-    refs_clear(REFS(self, original, note_error));
+    for (int i = 0; i < M_N; i++)
+        if (member_offset(metrics_cls, m_names[i], &m_off[i]) < 0)
+            return -1;
     return 0;
 }
 
@@ -528,37 +593,14 @@ steprun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "budget must be a list");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(bounds, "bounds must be a sequence");
-    if (seq == NULL)
-        return NULL;
-    Py_ssize_t nb = PySequence_Fast_GET_SIZE(seq);
-    if (nb > MAX_BOUNDS) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "too many bounds");
-        return NULL;
-    }
     StepRun *self = (StepRun *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        Py_DECREF(seq);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = steprun_vectorcall;
+    if (hist_init(&self->hist, fine_limit, bounds) < 0 || metrics_offsets(metrics_cls, self->m_off) < 0) {
+        Py_DECREF(self);
         return NULL;
     }
-    self->vectorcall = steprun_vectorcall;
-    self->nbounds = nb;
-    for (Py_ssize_t i = 0; i < nb; i++) {
-        self->bounds[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
-        if (self->bounds[i] == -1.0 && PyErr_Occurred()) {
-            Py_DECREF(seq);
-            Py_DECREF(self);
-            return NULL;
-        }
-    }
-    Py_DECREF(seq);
-    self->fine_limit = fine_limit;
-    for (int i = 0; i < M_N; i++)
-        if (member_offset(metrics_cls, m_names[i], &self->m_off[i]) < 0) {
-            Py_DECREF(self);
-            return NULL;
-        }
     for (int i = 0; i < T_N; i++)
         if (member_offset(cls, t_names[i], &self->t_off[i]) < 0) {
             Py_DECREF(self);
@@ -886,6 +928,8 @@ registry_state(PyObject *mod, PyObject *unused)
     return Py_BuildValue("(inni)", reg_on, reg_used, reg_lost, reg_bits);
 }
 
+static PyObject *eager_init_install(PyObject *mod, PyObject *args);
+
 static PyMethodDef module_methods[] = {
     {"registry_enable", registry_enable, METH_VARARGS,
      "registry_enable(base, classes, del_base) -> bool: list tasks of these classes from now on."},
@@ -895,6 +939,8 @@ static PyMethodDef module_methods[] = {
     {"registry_select", (PyCFunction)(void (*)(void))registry_select, METH_FASTCALL,
      "registry_select(tasks, start, stop, loop, done) -> list: a slice's unfinished tasks of loop."},
     {"registry_state", registry_state, METH_NOARGS, "registry_state() -> (on, listed, lost, table bits)."},
+    {"eager_init_install", eager_init_install, METH_VARARGS,
+     "eager_init_install(base, init) -> bool: init.cls's instances are initialised by init from now on."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -935,41 +981,43 @@ typedef struct {
 
 static PyObject *s_register, *s_call_register;
 
-/* The user frame a walk from `f` ends at (a new reference), or Py_None. */
+/* `f` or the first of its callers whose code is not skipped (tracker.py's
+ * _first_user_frame): a new reference, or Py_None.  Codes already judged
+ * are read from `skip` (id(code) -> (code, skipped)), the dict the Python
+ * side fills; at the first code not yet judged the Python helper takes the
+ * rest of the walk, and judges it. */
 static PyObject *
-site_frame(Track *self, PyObject *f)
+user_frame(PyObject *skip, PyObject *first_user, PyObject *f)
 {
-    PyObject *code = (PyObject *)PyFrame_GetCode((PyFrameObject *)f);
-    Py_INCREF(f);
-    if (code == self->create_code || code == self->ours_code) {
-        /* asyncio.create_task (or ours in its place): the user is next */
+    Py_XINCREF(f);
+    while (f != NULL) {
+        PyObject *code = (PyObject *)PyFrame_GetCode((PyFrameObject *)f);
+        PyObject *key = PyLong_FromVoidPtr(code);
+        if (key == NULL) {
+            Py_DECREF(code);
+            Py_DECREF(f);
+            return NULL;
+        }
+        PyObject *e = PyDict_GetItemWithError(skip, key);  /* borrowed */
+        Py_DECREF(key);
+        if (e == NULL && PyErr_Occurred()) {
+            Py_DECREF(code);
+            Py_DECREF(f);
+            return NULL;
+        }
+        int judged = e != NULL && PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 2 && PyTuple_GET_ITEM(e, 0) == code;
+        Py_DECREF(code);
+        if (!judged)
+            break;
+        if (PyTuple_GET_ITEM(e, 1) == Py_False)
+            return f;
         PyObject *back = (PyObject *)PyFrame_GetBack((PyFrameObject *)f);
         Py_DECREF(f);
-        Py_DECREF(code);
-        if (back == NULL)
-            Py_RETURN_NONE;
         f = back;
-        code = (PyObject *)PyFrame_GetCode((PyFrameObject *)f);
     }
-    PyObject *key = PyLong_FromVoidPtr(code);
-    if (key == NULL) {
-        Py_DECREF(code);
-        Py_DECREF(f);
-        return NULL;
-    }
-    PyObject *e = PyDict_GetItemWithError(self->skip, key);  /* borrowed */
-    Py_DECREF(key);
-    if (e == NULL && PyErr_Occurred()) {
-        Py_DECREF(code);
-        Py_DECREF(f);
-        return NULL;
-    }
-    int known_user = e != NULL && PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 2
-                     && PyTuple_GET_ITEM(e, 0) == code && PyTuple_GET_ITEM(e, 1) == Py_False;
-    Py_DECREF(code);
-    if (known_user)
-        return f;
-    PyObject *r = PyObject_CallOneArg(self->first_user, f);
+    if (f == NULL)
+        Py_RETURN_NONE;
+    PyObject *r = PyObject_CallOneArg(first_user, f);
     Py_DECREF(f);
     if (r != NULL && r != Py_None && !PyFrame_Check(r)) {
         Py_DECREF(r);
@@ -977,6 +1025,45 @@ site_frame(Track *self, PyObject *f)
         return NULL;
     }
     return r;
+}
+
+/* The user frame a walk from `f` ends at (a new reference), or Py_None. */
+static PyObject *
+site_frame(Track *self, PyObject *f)
+{
+    PyObject *code = (PyObject *)PyFrame_GetCode((PyFrameObject *)f);
+    int creator = code == self->create_code || code == self->ours_code;
+    Py_DECREF(code);
+    if (!creator)
+        return user_frame(self->skip, self->first_user, f);
+    /* asyncio.create_task (or ours in its place): the user is next */
+    PyObject *back = (PyObject *)PyFrame_GetBack((PyFrameObject *)f);
+    if (back == NULL)
+        Py_RETURN_NONE;
+    PyObject *r = user_frame(self->skip, self->first_user, back);
+    Py_DECREF(back);
+    return r;
+}
+
+/* What a task created now on `loop` records of its parent, the running task
+ * (tracker.py's Tracker.parent_link): a new reference, Py_None for none.
+ * A parent of class `cls` keeps the link in its slot at `plink_off` once
+ * made; `link_of` makes it (its first child, or a parent not of ours). */
+static PyObject *
+parent_link(PyObject *current_task, PyObject *link_of, PyObject *cls, Py_ssize_t plink_off, PyObject *loop)
+{
+    PyObject *parent = PyObject_CallOneArg(current_task, loop);
+    if (parent == NULL)
+        return NULL;
+    PyObject *link;
+    if (parent == Py_None)
+        link = Py_NewRef(Py_None);
+    else if (PyObject_TypeCheck(parent, (PyTypeObject *)cls) && SLOT(parent, plink_off) != NULL)
+        link = Py_NewRef(SLOT(parent, plink_off));
+    else
+        link = PyObject_CallOneArg(link_of, parent);
+    Py_DECREF(parent);
+    return link;
 }
 
 static int
@@ -1014,20 +1101,7 @@ track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
         Py_DECREF(code);
         return -1;
     }
-    PyObject *parent = PyObject_CallOneArg(self->current_task, loop);
-    if (parent == NULL) {
-        Py_DECREF(code);
-        Py_DECREF(lasti);
-        return -1;
-    }
-    PyObject *link;
-    if (parent == Py_None)
-        link = Py_NewRef(Py_None);
-    else if (PyObject_TypeCheck(parent, (PyTypeObject *)self->cls) && SLOT(parent, o[K_PLINK]) != NULL)
-        link = Py_NewRef(SLOT(parent, o[K_PLINK]));
-    else  /* its first child, or not one of ours */
-        link = PyObject_CallOneArg(self->link_of, parent);
-    Py_DECREF(parent);
+    PyObject *link = parent_link(self->current_task, self->link_of, self->cls, o[K_PLINK], loop);
     if (link == NULL) {
         Py_DECREF(code);
         Py_DECREF(lasti);
@@ -1073,18 +1147,7 @@ track_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *k
     Py_RETURN_NONE;
 }
 
-static int
-track_traverse(Track *self, visitproc visit, void *arg)
-{
-    return refs_traverse(REFS(self, cls, note_error), visit, arg);
-}
-
-static int
-track_clear(Track *self)
-{
-    refs_clear(REFS(self, cls, note_error));
-    return 0;
-}
+REFS_GC(track, Track, cls, note_error)
 
 static PyObject *
 track_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -1157,8 +1220,9 @@ typedef struct {
     PyObject *budget;       /* the done ring's one-element budget */
     PyObject *hooks;        /* .unregister */
     PyObject *note_error;
+    PyObject *ended_cls;    /* EagerTrackedTask for its __del__, else None */
     destructor finalize;    /* asyncio.Task's own finaliser */
-    Py_ssize_t cancel_off, done_off;
+    Py_ssize_t cancel_off, done_off, ended_off;
 } TaskDel;
 
 static PyObject *s_ls_m;
@@ -1194,34 +1258,10 @@ clean_release(TaskDel *self, PyObject *task, PyObject *m)
             PyErr_SetString(PyExc_TypeError, "loop metrics of an unexpected type");
             return -1;
         }
-        PyObject *done = SLOT(m, self->done_off);
-        Py_ssize_t k = done == NULL ? -1 : PyLong_AsSsize_t(done);
-        if (k == -1 && (done == NULL || PyErr_Occurred())) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_AttributeError, "done is not set");
-            return -1;
-        }
-        if (set_slot(m, self->done_off, PyLong_FromSsize_t(k + 1)) < 0)
+        if (count_done(m, self->done_off) < 0)
             return -1;
     }
-    int want = 0;
-    PyObject *b = PyList_GET_SIZE(self->budget) > 0 ? PyList_GET_ITEM(self->budget, 0) : NULL;
-    if (b != NULL && (want = PyObject_RichCompareBool(b, zero, Py_GT)) < 0)
-        return -1;
-    if (!want) {
-        PyObject *u = PyObject_GetAttr(self->hooks, s_unregister);
-        if (u == NULL)
-            return -1;
-        want = PyObject_IsTrue(u);
-        Py_DECREF(u);
-        if (want <= 0)
-            return want;
-    }
-    PyObject *r = PyObject_CallFunctionObjArgs(self->clean_end, task, Py_None, NULL);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return keep_clean_end(self->budget, self->hooks, self->clean_end, task, Py_None);
 }
 
 static int
@@ -1231,6 +1271,9 @@ record_release(TaskDel *self, PyObject *task)
         PyErr_SetString(PyExc_TypeError, "__del__ of a task not of loopscope's class");
         return -1;
     }
+    if (self->ended_off >= 0 && PyObject_TypeCheck(task, (PyTypeObject *)self->ended_cls)
+        && SLOT(task, self->ended_off) == Py_True)
+        return 0;  /* an eager task whose end was recorded when it finished */
     PyObject *m = metrics_of(self, task);
     if (m == NULL)
         return -1;
@@ -1285,28 +1328,22 @@ taskdel_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     Py_RETURN_NONE;
 }
 
-static int
-taskdel_traverse(TaskDel *self, visitproc visit, void *arg)
-{
-    return refs_traverse(REFS(self, cls, note_error), visit, arg);
-}
-
-static int
-taskdel_clear(TaskDel *self)
-{
-    refs_clear(REFS(self, cls, note_error));
-    return 0;
-}
+REFS_GC(taskdel, TaskDel, cls, ended_cls)
 
 static PyObject *
 taskdel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kw[] = {"cls", "base", "metrics", "metrics_cls", "note_end", "clean_end", "budget", "hooks",
-                         "note_error", NULL};
+                         "note_error", "ended_cls", NULL};
     PyObject *cls, *base, *metrics, *metrics_cls, *note_end, *clean_end, *budget, *hooks, *note_error;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOO:TaskDel", kw, &cls, &base, &metrics, &metrics_cls,
-                                     &note_end, &clean_end, &budget, &hooks, &note_error))
+    PyObject *ended_cls;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOO:TaskDel", kw, &cls, &base, &metrics, &metrics_cls,
+                                     &note_end, &clean_end, &budget, &hooks, &note_error, &ended_cls))
         return NULL;
+    if (ended_cls != Py_None && (!PyType_Check(ended_cls) || !PyType_IsSubtype((PyTypeObject *)ended_cls, (PyTypeObject *)cls))) {
+        PyErr_SetString(PyExc_TypeError, "ended_cls must be None or a subclass of cls");
+        return NULL;
+    }
     if (!PyType_Check(cls) || !PyType_Check(base) || !PyType_Check(metrics_cls)
         || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)base)
         || ((PyTypeObject *)base)->tp_finalize == NULL) {
@@ -1322,10 +1359,13 @@ taskdel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     self->vectorcall = taskdel_vectorcall;
     self->finalize = ((PyTypeObject *)base)->tp_finalize;
-    if (member_offset(cls, "_ls_cancel", &self->cancel_off) < 0 || member_offset(metrics_cls, "done", &self->done_off) < 0) {
+    self->ended_off = -1;
+    if (member_offset(cls, "_ls_cancel", &self->cancel_off) < 0 || member_offset(metrics_cls, "done", &self->done_off) < 0
+        || (ended_cls != Py_None && member_offset(ended_cls, "_ls_ended", &self->ended_off) < 0)) {
         Py_DECREF(self);
         return NULL;
     }
+    self->ended_cls = Py_NewRef(ended_cls);
     self->cls = Py_NewRef(cls);
     self->metrics = Py_NewRef(metrics);
     self->metrics_cls = Py_NewRef(metrics_cls);
@@ -1352,6 +1392,375 @@ static PyTypeObject TaskDelType = {
     .tp_new = taskdel_new,
 };
 
+/* ------------------------------------------------------------------------
+ * EagerInit: tracker.py's EagerTrackedTask.__init__, compiled.
+ *
+ * Why: servers make an eager task per request (aiohttp on 3.12+), and in
+ * Python this constructor, with the timing of the first step it runs, cost
+ * more than the issue's whole budget for a request under load (3 % of
+ * ~31 us on 3.14).  The same lines in C, calling back into the same Python
+ * helpers for what is uncommon (a code not yet judged, a parent's first
+ * child, a slow step, a finish that is not clean).
+ *
+ * It is installed as the class's tp_init (eager_init_install), not as an
+ * __init__ attribute: a descriptor is called with the arguments repacked,
+ * and asyncio's Task.__init__ would need them packed back into a tuple and
+ * a dict.  The class keeps its Python __init__ in its dict, which is what a
+ * subclass of it gets and what introspection shows; the state is the
+ * class's `_ls_eager_init` attribute.
+ */
+
+enum { E_CANCEL, E_ENDED, E_STEPS, E_BUSY, E_LONGEST, E_FIRST, E_LAST, E_CORO_NAME, E_NAME_CELL,
+       E_CODE, E_LASTI, E_CREATED, E_LINK, E_PLINK, E_N };
+static const char *e_names[E_N] = {"_ls_cancel", "_ls_ended", "_ls_steps", "_ls_busy", "_ls_longest", "_ls_first",
+                                   "_ls_last", "_ls_coro_name", "_ls_name_cell", "_ls_code", "_ls_lasti",
+                                   "_ls_created", "_ls_link", "_ls_plink"};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *cls;          /* EagerTrackedTask */
+    PyObject *track_cls;    /* TrackedTask: a parent's _ls_plink */
+    PyObject *skip;         /* tracker._code_skip */
+    PyObject *first_user;   /* tracker._first_user_frame(f) */
+    PyObject *current_task; /* tracker._current_task(loop) */
+    PyObject *link_of;      /* tracker.link_of(parent) */
+    PyObject *running_loop; /* asyncio._get_running_loop */
+    PyObject *metrics_cls;  /* LoopMetrics */
+    PyObject *note_end;     /* tracker.note_end(m, task, now) */
+    PyObject *clean_end;    /* tracker.clean_end(task, now) */
+    PyObject *budget;       /* the done ring's one-element budget */
+    PyObject *hooks;        /* .register, .call_register, .unregister */
+    PyObject *note_error;
+    int name_cell;          /* tracker._EAGER_NAME_CELL */
+    Hist hist;
+    Py_ssize_t off[E_N];
+    Py_ssize_t plink_off;   /* _ls_plink in track_cls */
+    Py_ssize_t m_off[M_N];
+} EagerInit;
+
+static PyTypeObject EagerInitType;
+static PyObject *s_eager_init, *s_coro, *s_loop_kw, *s_eager_start, *s_qualname, *s_is_running, *s_init;
+static initproc eager_base_init;  /* asyncio.Task's own __init__ */
+
+/* The recording before the task's first step: the slots, and the loop's
+ * metrics if that step runs now (*m: a new reference, or NULL). */
+static int
+eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObject **m)
+{
+    Py_ssize_t *o = e->off;
+    if (!PyObject_TypeCheck(task, (PyTypeObject *)e->cls)) {
+        PyErr_Format(PyExc_TypeError, "EagerInit got a %.100s, not one of loopscope's eager tasks", Py_TYPE(task)->tp_name);
+        return -1;
+    }
+    if (reg_on && reg_accepts(task))
+        reg_add(task);
+    PyObject *coro = PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
+    PyObject *loop = NULL, *start = NULL;
+    if (kwds != NULL) {
+        if ((coro == NULL && (coro = PyDict_GetItemWithError(kwds, s_coro)) == NULL && PyErr_Occurred())
+            || ((loop = PyDict_GetItemWithError(kwds, s_loop_kw)) == NULL && PyErr_Occurred())
+            || ((start = PyDict_GetItemWithError(kwds, s_eager_start)) == NULL && PyErr_Occurred()))
+            return -1;
+    }
+    /* borrowed from args and kwds, which the caller holds */
+    PyObject *running_loop = PyObject_CallNoArgs(e->running_loop);
+    if (running_loop == NULL)
+        return -1;
+    if (loop == NULL || loop == Py_None)
+        loop = running_loop;
+    Py_INCREF(loop);
+    int running = loop == running_loop && loop != Py_None;
+    Py_DECREF(running_loop);
+    int rc = -1;
+    PyObject *name = NULL;
+    /* floats are immutable: one 0.0 serves every task */
+    if (set_slot(task, o[E_CANCEL], Py_NewRef(Py_None)) < 0 || set_slot(task, o[E_ENDED], Py_NewRef(Py_False)) < 0
+        || set_slot(task, o[E_STEPS], Py_NewRef(zero)) < 0 || set_slot(task, o[E_BUSY], Py_NewRef(fzero)) < 0
+        || set_slot(task, o[E_LONGEST], Py_NewRef(fzero)) < 0 || set_slot(task, o[E_FIRST], Py_NewRef(Py_None)) < 0)
+        goto done;
+    if (coro != NULL && get_optional_attr(coro, s_qualname, &name) < 0)
+        goto done;
+    if (set_slot(task, o[E_CORO_NAME], name != NULL ? name : Py_NewRef(Py_None)) < 0)
+        goto done;
+    PyObject *cell = e->name_cell ? PyList_New(1) : Py_NewRef(Py_None);
+    if (cell == NULL)
+        goto done;
+    if (e->name_cell)
+        PyList_SET_ITEM(cell, 0, Py_NewRef(Py_None));
+    set_slot(task, o[E_NAME_CELL], cell);
+    /* the caller's frame: what _getframe(1) is in the Python __init__ */
+    PyObject *site = user_frame(e->skip, e->first_user, (PyObject *)PyEval_GetFrame());
+    if (site == NULL)
+        goto done;
+    PyObject *link = parent_link(e->current_task, e->link_of, e->track_cls, e->plink_off, loop);
+    if (link == NULL) {
+        Py_DECREF(site);
+        goto done;
+    }
+    if (site == Py_None) {
+        set_slot(task, o[E_CODE], Py_NewRef(Py_None));
+        set_slot(task, o[E_LASTI], Py_NewRef(Py_None));
+    }
+    else {
+        set_slot(task, o[E_CODE], (PyObject *)PyFrame_GetCode((PyFrameObject *)site));
+        if (set_slot(task, o[E_LASTI], PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)site))) < 0) {
+            Py_DECREF(site);
+            Py_DECREF(link);
+            goto done;
+        }
+    }
+    Py_DECREF(site);
+    if (set_float(task, o[E_CREATED], monotonic()) < 0) {
+        Py_DECREF(link);
+        goto done;
+    }
+    set_slot(task, o[E_LINK], link);  /* last: origin_of reads it first */
+    rc = 0;
+    int eager = start == NULL ? 0 : PyObject_IsTrue(start);
+    if (eager <= 0 || loop == Py_None) {
+        rc = eager;
+        goto done;
+    }
+    if (!running) {
+        /* another thread's loop, maybe: loop.is_running(), as Task.__init__ asks it */
+        PyObject *r = PyObject_CallMethodNoArgs(loop, s_is_running);
+        running = r == NULL ? -1 : PyObject_IsTrue(r);
+        Py_XDECREF(r);
+        if (running <= 0) {
+            rc = running;
+            goto done;
+        }
+    }
+    PyObject *mm;
+    if (get_optional_attr(loop, s_metrics, &mm) < 0) {
+        rc = -1;
+        goto done;
+    }
+    if (mm != NULL && (PyObject *)Py_TYPE(mm) != e->metrics_cls)
+        Py_CLEAR(mm);  /* not a loop of ours after all */
+    *m = mm;
+done:
+    Py_DECREF(loop);
+    return rc;
+}
+
+/* Tracker.eager_step: the first step, timed around asyncio's __init__,
+ * filed like any other; 1 if it finished the task, -1 on error. */
+static int
+eager_first_step(EagerInit *e, PyObject *task, PyObject *m, double n0, double t0, double t1)
+{
+    Py_ssize_t *o = e->off, *mo = e->m_off;
+    double nested;
+    if (get_double(m, mo[M_NESTED], "nested", &nested) < 0)
+        return -1;
+    /* eager children of this step added their spans since n0 */
+    double d = t1 - t0 - (nested - n0);
+    if (d < 0.0)
+        d = 0.0;
+    if (set_float(m, mo[M_NESTED], n0 + (t1 - t0)) < 0 || file_step(m, mo, &e->hist, task, t0, d) < 0)
+        return -1;
+    PyObject *pd = PyFloat_FromDouble(d);
+    if (pd == NULL)
+        return -1;
+    set_slot(task, o[E_BUSY], Py_NewRef(pd));
+    set_slot(task, o[E_LONGEST], pd);
+    if (set_slot(task, o[E_STEPS], PyLong_FromLong(1)) < 0 || set_slot(task, o[E_FIRST], Py_NewRef(fzero)) < 0
+        || set_float(task, o[E_LAST], t1) < 0)
+        return -1;
+    PyObject *state = PyObject_GetAttr(task, s_state);
+    if (state == NULL)
+        return -1;
+    int pending = state == s_PENDING || PyUnicode_Compare(state, s_PENDING) == 0;
+    Py_DECREF(state);
+    return !pending;
+}
+
+/* After the first step: task_register, then the end if that step ended the
+ * task (note_end, its clean case inlined). */
+static int
+eager_after(EagerInit *e, PyObject *task, PyObject *m, int ended, double t1)
+{
+    PyObject *reg = PyObject_GetAttr(e->hooks, s_register);
+    if (reg == NULL)
+        return -1;
+    int want = PyObject_IsTrue(reg);
+    Py_DECREF(reg);
+    if (want < 0)
+        return -1;
+    if (want) {
+        PyObject *r = PyObject_CallMethodOneArg(e->hooks, s_call_register, task);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    if (!ended)
+        return 0;
+    PyObject *now = PyFloat_FromDouble(t1);
+    if (now == NULL)
+        return -1;
+    int clean = 0, rc;
+    if (SLOT(task, e->off[E_CANCEL]) == Py_None) {
+        PyObject *state = PyObject_GetAttr(task, s_state);
+        int finished = state != NULL && (state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0);
+        Py_XDECREF(state);
+        PyObject *exc = finished ? PyObject_GetAttr(task, s_exception) : NULL;
+        if (state == NULL || (finished && exc == NULL)) {
+            Py_DECREF(now);
+            return -1;
+        }
+        clean = finished && exc == Py_None;
+        Py_XDECREF(exc);
+    }
+    if (clean) {
+        set_slot(task, e->off[E_ENDED], Py_NewRef(Py_True));  /* its __del__ must not record it again */
+        rc = count_done(m, e->m_off[M_DONE]) < 0 ? -1 : keep_clean_end(e->budget, e->hooks, e->clean_end, task, now);
+    }
+    else {
+        PyObject *r = PyObject_CallFunctionObjArgs(e->note_end, m, task, now, NULL);
+        Py_XDECREF(r);
+        rc = r == NULL ? -1 : 0;
+    }
+    Py_DECREF(now);
+    return rc;
+}
+
+static int
+eager_tp_init(PyObject *task, PyObject *args, PyObject *kwds)
+{
+    PyObject *st = PyDict_GetItemWithError(Py_TYPE(task)->tp_dict, s_eager_init);
+    if (st == NULL || !Py_IS_TYPE(st, &EagerInitType)) {
+        PyErr_Clear();  /* not installed on this class after all: asyncio's own */
+        return eager_base_init(task, args, kwds);
+    }
+    EagerInit *e = (EagerInit *)Py_NewRef(st);
+    PyObject *m = NULL;
+    if (eager_record(e, task, args, kwds, &m) < 0) {
+        hand_over_error(e->note_error);  /* never into the program */
+        Py_CLEAR(m);
+    }
+    double n0 = 0.0;
+    if (m != NULL && get_double(m, e->m_off[M_NESTED], "nested", &n0) < 0) {
+        hand_over_error(e->note_error);
+        Py_CLEAR(m);
+    }
+    int rc, ended = 0;
+    double t1 = 0.0;
+    if (m == NULL)
+        rc = eager_base_init(task, args, kwds);
+    else {
+        double t0 = monotonic();
+        rc = eager_base_init(task, args, kwds);
+        t1 = monotonic();
+        if (rc == 0 && (ended = eager_first_step(e, task, m, n0, t0, t1)) < 0) {
+            hand_over_error(e->note_error);
+            ended = 0;
+        }
+    }
+    if (rc == 0 && eager_after(e, task, m, ended, t1) < 0)
+        hand_over_error(e->note_error);
+    Py_XDECREF(m);
+    Py_DECREF(e);
+    return rc;
+}
+
+REFS_GC(eagerinit, EagerInit, cls, note_error)
+
+static PyObject *
+eagerinit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kw[] = {"cls", "track_cls", "skip", "first_user", "current_task", "link_of", "running_loop",
+                         "metrics_cls", "note_end", "clean_end", "budget", "hooks", "note_error", "fine_limit",
+                         "bounds", "name_cell", NULL};
+    PyObject *cls, *track_cls, *skip, *first_user, *current_task, *link_of, *running_loop, *metrics_cls;
+    PyObject *note_end, *clean_end, *budget, *hooks, *note_error, *bounds;
+    double fine_limit;
+    int name_cell;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOOOOdOp:EagerInit", kw, &cls, &track_cls, &skip,
+                                     &first_user, &current_task, &link_of, &running_loop, &metrics_cls, &note_end,
+                                     &clean_end, &budget, &hooks, &note_error, &fine_limit, &bounds, &name_cell))
+        return NULL;
+    if (!PyType_Check(cls) || !PyType_Check(track_cls) || !PyType_Check(metrics_cls)
+        || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)track_cls)) {
+        PyErr_SetString(PyExc_TypeError, "cls, track_cls and metrics_cls must be classes, cls a subclass of track_cls");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(skip) || !PyList_CheckExact(budget)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a dict and budget a list");
+        return NULL;
+    }
+    EagerInit *self = (EagerInit *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (hist_init(&self->hist, fine_limit, bounds) < 0 || metrics_offsets(metrics_cls, self->m_off) < 0
+        || member_offset(track_cls, "_ls_plink", &self->plink_off) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    for (int i = 0; i < E_N; i++)
+        if (member_offset(cls, e_names[i], &self->off[i]) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    self->name_cell = name_cell;
+    self->cls = Py_NewRef(cls);
+    self->track_cls = Py_NewRef(track_cls);
+    self->skip = Py_NewRef(skip);
+    self->first_user = Py_NewRef(first_user);
+    self->current_task = Py_NewRef(current_task);
+    self->link_of = Py_NewRef(link_of);
+    self->running_loop = Py_NewRef(running_loop);
+    self->metrics_cls = Py_NewRef(metrics_cls);
+    self->note_end = Py_NewRef(note_end);
+    self->clean_end = Py_NewRef(clean_end);
+    self->budget = Py_NewRef(budget);
+    self->hooks = Py_NewRef(hooks);
+    self->note_error = Py_NewRef(note_error);
+    return (PyObject *)self;
+}
+
+static PyTypeObject EagerInitType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "loopscope.agent._speedups.EagerInit",
+    .tp_doc = "EagerTrackedTask.__init__ (agent/tracker.py), compiled; see eager_init_install.",
+    .tp_basicsize = sizeof(EagerInit),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)eagerinit_traverse,
+    .tp_clear = (inquiry)eagerinit_clear,
+    .tp_dealloc = gc_dealloc,
+    .tp_new = eagerinit_new,
+};
+
+/* eager_init_install(base, init) -> bool: init.cls is built by `init` from
+ * now on.  False, and nothing changed, where that cannot be done safely:
+ * a class without a Python __init__ of its own, or another Task class than
+ * the first one installed over. */
+static PyObject *
+eager_init_install(PyObject *mod, PyObject *args)
+{
+    PyObject *base, *init;
+    if (!PyArg_ParseTuple(args, "OO!:eager_init_install", &base, &EagerInitType, &init))
+        return NULL;
+    PyTypeObject *cls = (PyTypeObject *)((EagerInit *)init)->cls;
+    if (!PyType_Check(base) || ((PyTypeObject *)base)->tp_init == NULL
+        || !PyType_IsSubtype(cls, (PyTypeObject *)base)) {
+        PyErr_SetString(PyExc_TypeError, "eager_init_install: base must be a class with an __init__, init's class derived from it");
+        return NULL;
+    }
+    initproc base_init = ((PyTypeObject *)base)->tp_init;
+    if (eager_base_init != NULL && eager_base_init != base_init)
+        Py_RETURN_FALSE;
+    if (!(cls->tp_flags & Py_TPFLAGS_HEAPTYPE) || PyDict_GetItemWithError(cls->tp_dict, s_init) == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    if (PyObject_SetAttr((PyObject *)cls, s_eager_init, init) < 0)
+        return NULL;
+    eager_base_init = base_init;
+    cls->tp_init = eager_tp_init;
+    Py_RETURN_TRUE;
+}
+
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT, "loopscope.agent._speedups",
     "The step hook compiled; see agent/steps.py for the same in Python.", -1, module_methods,
@@ -1372,11 +1781,14 @@ PyInit__speedups(void)
         || intern(&s_exception, "_exception") || intern(&s_unregister, "unregister")
         || intern(&s_long_step, "long_step") || intern(&s_PENDING, "PENDING") || intern(&s_FINISHED, "FINISHED")
         || intern(&s_register, "register") || intern(&s_call_register, "call_register")
-        || intern(&s_ls_m, "_ls_m") || intern(&s_self, "__self__"))
+        || intern(&s_ls_m, "_ls_m") || intern(&s_self, "__self__") || intern(&s_eager_init, "_ls_eager_init")
+        || intern(&s_coro, "coro") || intern(&s_loop_kw, "loop") || intern(&s_eager_start, "eager_start")
+        || intern(&s_qualname, "__qualname__") || intern(&s_is_running, "is_running") || intern(&s_init, "__init__"))
         return NULL;
     zero = PyLong_FromLong(0);
-    if (zero == NULL || PyType_Ready(&StepRunType) < 0 || PyType_Ready(&TrackType) < 0
-        || PyType_Ready(&TaskDelType) < 0)
+    fzero = PyFloat_FromDouble(0.0);
+    if (zero == NULL || fzero == NULL || PyType_Ready(&StepRunType) < 0 || PyType_Ready(&TrackType) < 0
+        || PyType_Ready(&TaskDelType) < 0 || PyType_Ready(&EagerInitType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&speedups_module);
     if (mod == NULL)
@@ -1393,6 +1805,11 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObject(mod, "TaskDel", Py_NewRef((PyObject *)&TaskDelType)) < 0) {
         Py_DECREF(&TaskDelType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    if (PyModule_AddObject(mod, "EagerInit", Py_NewRef((PyObject *)&EagerInitType)) < 0) {
+        Py_DECREF(&EagerInitType);
         Py_DECREF(mod);
         return NULL;
     }

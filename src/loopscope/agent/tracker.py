@@ -48,7 +48,7 @@ from typing import Any
 from . import spawn
 from .config import Config
 from .hooks import HOOKS
-from .metrics import LoopMetrics
+from .metrics import BOUNDS, FINE_LIMIT, LoopMetrics
 from .taskindex import INDEX
 
 
@@ -673,10 +673,11 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 tracker.note_error(e)
             _task_del(self)
 
-    if _speedups is not None and cfg.speedups and isinstance(_Task.__dict__.get("__del__"), WrapperDescriptorType):
-        # The same __del__ in C (agent/_speedups.c), which calls the C task's
-        # finaliser directly: only where asyncio.Task is the C one.
-        DelTrackedTask.__del__ = _speedups.TaskDel(  # type: ignore[method-assign]
+    def compiled_del(ended_cls: type | None) -> Any:
+        """The same __del__ in C (agent/_speedups.c), which calls the C
+        task's finaliser directly; ``ended_cls``: the eager class, whose
+        tasks say in ``_ls_ended`` that their end is already recorded."""
+        return _speedups.TaskDel(
             cls=TrackedTask,
             base=_Task,
             metrics=tracker.metrics,
@@ -686,7 +687,12 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
             budget=budget,
             hooks=hooks,
             note_error=tracker.note_error,
+            ended_cls=ended_cls,
         )
+
+    if _speedups is not None and cfg.speedups and isinstance(_Task.__dict__.get("__del__"), WrapperDescriptorType):
+        # only where asyncio.Task is the C one
+        DelTrackedTask.__del__ = compiled_del(None)  # type: ignore[method-assign]
 
     if sys.version_info[:2] == (3, 13):
         _set_name = _Task.set_name
@@ -708,12 +714,19 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         More slots: the coroutine's name (3.12.0/3.12.1 crash in get_coro()
         once an eager task finished in its constructor), a one-element name
         cell that children reference, because 3.12/3.13 name a factory-made
-        task only after that first step, and whether the end is recorded
-        (the step hook records it on hooked loops, ``__del__`` elsewhere).
+        task only after that first step (None from 3.14), and whether the
+        end is recorded (the step hook records it on hooked loops,
+        ``__del__`` elsewhere).
+
+        Where the compiled parts are built, ``_speedups.EagerInit`` does
+        what this ``__init__`` does, as the class's ``tp_init``, and
+        ``TaskDel`` what its ``__del__`` does; the two must stay line for
+        line the same, and the test suite runs both.
         """
 
         __slots__ = ("_ls_coro_name", "_ls_name_cell", "_ls_ended")
         _ls_eager = True
+        _ls_m: Any = None  # the compiled __del__ (TaskDel) reads it; found by loop here
 
         def __init__(self, coro: Any, *, loop: Any = None, **kwargs: Any) -> None:
             m = None
@@ -729,7 +742,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 self._ls_longest = 0.0
                 self._ls_first = None
                 self._ls_coro_name = getattr(coro, "__qualname__", None)
-                self._ls_name_cell = [None]
+                self._ls_name_cell = [None] if _EAGER_NAME_CELL else None
                 if one_frame:
                     # make_origin's record in the four slots of the fast
                     # path (make_track), not a whole origin tuple: servers
@@ -791,6 +804,40 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 tracker.note_error(e)
             _task_del(self)
 
+    if (
+        _speedups is not None
+        and cfg.speedups
+        and one_frame
+        and isinstance(_Task.__dict__.get("__del__"), WrapperDescriptorType)
+        and isinstance(_Task.__dict__.get("__init__"), WrapperDescriptorType)
+    ):
+        # The same __init__ and __del__ in C (agent/_speedups.c, "EagerInit"):
+        # a server makes an eager task per request.  The __init__ becomes
+        # the class's tp_init; the Python one above stays in its dict, for
+        # subclasses and for when the install is refused.
+        EagerTrackedTask.__del__ = compiled_del(EagerTrackedTask)  # type: ignore[method-assign]
+        _speedups.eager_init_install(
+            _Task,
+            _speedups.EagerInit(
+                cls=EagerTrackedTask,
+                track_cls=TrackedTask,
+                skip=_code_skip,
+                first_user=_first_user_frame,
+                current_task=_current_task,
+                link_of=tracker.link_of,
+                running_loop=_get_running_loop,
+                metrics_cls=LoopMetrics,
+                note_end=note_end,
+                clean_end=clean_end,
+                budget=budget,
+                hooks=hooks,
+                note_error=tracker.note_error,
+                fine_limit=FINE_LIMIT,
+                bounds=BOUNDS,
+                name_cell=_EAGER_NAME_CELL,
+            ),
+        )
+
     def _record_cancel(task: Any, msg: Any) -> None:
         rec = getattr(task, "_ls_cancel", None)
         if rec is not None:
@@ -837,6 +884,14 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     else:
         INDEX.disable()
     return TrackedTask, DelTrackedTask, EagerTrackedTask
+
+
+#: Whether an eager task needs its name cell (see EagerTrackedTask): on
+#: 3.12 and 3.13 the loop names a factory-made task after its eager first
+#: step, whose children must see the name given later; from 3.14 the name
+#: reaches the constructor, and a list per task (one more object for the
+#: young collections, per request on aiohttp) buys nothing.
+_EAGER_NAME_CELL = sys.version_info < (3, 14)
 
 
 def _code_skipped(code: CodeType) -> bool:
