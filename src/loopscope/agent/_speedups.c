@@ -1454,6 +1454,7 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
     }
     if (reg_on && reg_accepts(task))
         reg_add(task);
+    /* borrowed from args and kwds, which the caller holds */
     PyObject *coro = PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
     PyObject *loop = NULL, *start = NULL;
     if (kwds != NULL) {
@@ -1462,7 +1463,6 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
             || ((start = PyDict_GetItemWithError(kwds, s_eager_start)) == NULL && PyErr_Occurred()))
             return -1;
     }
-    /* borrowed from args and kwds, which the caller holds */
     PyObject *running_loop = PyObject_CallNoArgs(e->running_loop);
     if (running_loop == NULL)
         return -1;

@@ -690,8 +690,9 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
             ended_cls=ended_cls,
         )
 
-    if _speedups is not None and cfg.speedups and isinstance(_Task.__dict__.get("__del__"), WrapperDescriptorType):
-        # only where asyncio.Task is the C one
+    # the compiled parts, only where asyncio.Task is the C one
+    compiled = _speedups is not None and cfg.speedups and isinstance(_Task.__dict__.get("__del__"), WrapperDescriptorType)
+    if compiled:
         DelTrackedTask.__del__ = compiled_del(None)  # type: ignore[method-assign]
 
     if sys.version_info[:2] == (3, 13):
@@ -804,13 +805,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 tracker.note_error(e)
             _task_del(self)
 
-    if (
-        _speedups is not None
-        and cfg.speedups
-        and one_frame
-        and isinstance(_Task.__dict__.get("__del__"), WrapperDescriptorType)
-        and isinstance(_Task.__dict__.get("__init__"), WrapperDescriptorType)
-    ):
+    if compiled and one_frame and isinstance(_Task.__dict__.get("__init__"), WrapperDescriptorType):
         # The same __init__ and __del__ in C (agent/_speedups.c, "EagerInit"):
         # a server makes an eager task per request.  The __init__ becomes
         # the class's tp_init; the Python one above stays in its dict, for
