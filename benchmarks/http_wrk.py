@@ -22,9 +22,12 @@ The issue's budget: throughput loss <= 3 %, p99 latency increase <= 5 %.
 (the Python step hook instead of the compiled one), ``ls-nometrics`` (no step
 hook), ``ls-noprims`` (no primitive tracking), ``ls-quiet`` (the watchdog and
 heartbeat at 1 s instead of 20/50 ms), ``ls-bare`` (all of those off: task
-tracking and the socket server only), and ``idle-thread``: no loopscope, the
-plain server with one more thread that only sleeps, the floor any agent with
-a thread of its own starts from.
+tracking and the socket server only), and two controls without loopscope:
+``idle-thread``, the plain server with one more thread that only sleeps, the
+floor any agent with a thread of its own starts from; and ``task-subclass``
+(aiohttp only), the plain server whose per-request tasks are of a
+``asyncio.Task`` subclass with loopscope's number of slots and nothing else,
+the floor of any tracker that records into a Task subclass.
 """
 
 from __future__ import annotations
@@ -57,8 +60,36 @@ if os.environ.get("WRK_IDLE_THREAD"):
     threading.Thread(target=time.sleep, args=(10**6,), daemon=True).start()
 """
 
+#: ``task-subclass``: aiohttp's per-request task (``asyncio.create_task(...,
+#: eager_start=True)`` on 3.14, ``asyncio.Task(...)`` on 3.12 and 3.13) of
+#: a subclass with as many slots as loopscope's eager class, made the way
+#: loopscope makes it (aiohttp's module gets its own view of asyncio), and
+#: no recording at all: asyncio's C task code takes its fast paths only for
+#: exact Tasks, whatever the subclass does.
+TASK_SUBCLASS = """
+if os.environ.get("WRK_TASK_SUBCLASS"):
+    import asyncio, types
+    import aiohttp.web_protocol
+
+    class Task(asyncio.Task):
+        __slots__ = tuple(f"_slot{i}" for i in range(15))
+
+    view = types.ModuleType("asyncio")
+    view.__dict__.update(vars(asyncio))
+    view.Task = Task
+    aiohttp.web_protocol.asyncio = view
+    _create_task = asyncio.create_task
+
+    def create_task(coro, **kwargs):
+        if kwargs.get("eager_start"):
+            return Task(coro, loop=asyncio.get_running_loop(), **kwargs)
+        return _create_task(coro, **kwargs)
+
+    asyncio.create_task = view.create_task = create_task
+"""
+
 APPS = {
-    "aiohttp": IDLE_THREAD + '''
+    "aiohttp": IDLE_THREAD + TASK_SUBCLASS + '''
 import asyncio, json, sys
 from aiohttp import web
 
@@ -142,6 +173,8 @@ class Server:
         self.scrape_port: int | None = None
         if config == "idle-thread":
             env["WRK_IDLE_THREAD"] = "1"
+        elif config == "task-subclass":
+            env["WRK_TASK_SUBCLASS"] = "1"
         elif config != "plain":
             sockdir = tempfile.mkdtemp(prefix="ls-wrk-")
             os.chmod(sockdir, 0o700)
@@ -254,7 +287,7 @@ def main() -> int:
         "the machine's noise then falls on all of them alike",
     )
     ap.add_argument("--app", choices=sorted(APPS), default="aiohttp", help="the server: aiohttp, or uvicorn+Starlette on the asyncio loop")
-    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, idle-thread, {', '.join(VARIANTS)}")
+    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, idle-thread, task-subclass, {', '.join(VARIANTS)}")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -263,7 +296,10 @@ def main() -> int:
         f.write(APPS[args.app])
         app = f.name
     configs = args.configs.split(",")
-    unknown = [c for c in configs if c not in ("plain", "idle-thread") and c not in VARIANTS]
+    unknown = [c for c in configs if c not in ("plain", "idle-thread", "task-subclass") and c not in VARIANTS]
+    if "task-subclass" in configs and args.app != "aiohttp":
+        print("--configs: task-subclass is a control for aiohttp only", file=sys.stderr)
+        return 2
     if unknown or "plain" not in configs:
         print(f"--configs: needs plain, and only known names (unknown: {', '.join(unknown) or 'none'})", file=sys.stderr)
         return 2

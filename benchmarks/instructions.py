@@ -1,10 +1,12 @@
 """Instructions per unit of work, counted by valgrind: a noise-free view of
 where loopscope's overhead goes (wall-clock ratios on a shared 2-core
-machine move by 20 % between identical runs; instruction counts do not).
+machine move by 20 % between identical runs; instruction counts do not,
+though they move by a few thousand per aiohttp request with the memory
+layout: ``--layouts``).
 
 Usage::
 
-    python benchmarks/instructions.py [--workload spawn|pingpong|aiohttp|locks] [--n 20000] VARIANT...
+    python benchmarks/instructions.py [--workload spawn|pingpong|aiohttp|locks] [--n 20000] [--layouts K] VARIANT...
 
 VARIANT is ``plain``, ``floor``, ``trackfloor[_ends]``, ``floors`` or ``loopscope``, the last followed by
 optional switches joined with ``_``: ``nometrics`` (no step hook),
@@ -169,7 +171,12 @@ def _install_tracking_floor(ends: bool) -> None:
 WORKLOADS = {"spawn": _spawn, "pingpong": _pingpong, "aiohttp": _aiohttp}
 
 
+#: Small strings allocated before anything else (``--layouts``), kept alive.
+_LAYOUT_SHIFT: list[str] = []
+
+
 def child(variant: str, workload: str, n: int) -> None:
+    _LAYOUT_SHIFT.extend(str(i) * 3 for i in range(int(os.environ.get("INSTRUCTIONS_LAYOUT", "0")) * 37))
     parts = variant.split("_")
     if parts[0] in ("floor", "floors"):
         _install_floor()
@@ -215,10 +222,11 @@ def child(variant: str, workload: str, n: int) -> None:
 _EVENTS = {"I": r"I\s+refs", "I1": r"I1\s+misses", "D1": r"D1\s+misses", "LLi": r"LLi\s+misses", "LLd": r"LLd\s+misses"}
 
 
-def count(variant: str, workload: str, n: int, cache_sim: bool = False) -> dict[str, int]:
+def count(variant: str, workload: str, n: int, cache_sim: bool = False, layout: int = 0) -> dict[str, int]:
     """Instructions (and with ``cache_sim``, cachegrind's simulated cache
-    misses) of one run of ``variant`` with ``n`` units."""
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "0"}
+    misses) of one run of ``variant`` with ``n`` units, at memory layout
+    ``layout`` (see ``--layouts``)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "0", "INSTRUCTIONS_LAYOUT": str(layout)}
     out = subprocess.run(
         # --trace-children: Debian's unpacked 3.14/3.15 are a shell wrapper
         # that execs the interpreter through ld.so
@@ -274,6 +282,15 @@ def main() -> int:
         help="also simulate the caches: L1 and last-level misses per unit, and cycles estimated as "
         "instructions + 10 per L1 miss + 100 per last-level miss (for machines without hardware counters)",
     )
+    ap.add_argument(
+        "--layouts",
+        type=int,
+        default=1,
+        metavar="K",
+        help="count each variant at K memory layouts (37, 74, ... small strings allocated first) and print the "
+        "median: the interpreter's type-attribute cache is indexed by the addresses of names, so which hot "
+        "lookups collide, and a few thousand instructions per request, depend on the layout",
+    )
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
     if args.wall:
@@ -288,9 +305,16 @@ def main() -> int:
 
         n -= n % WORKERS
     base: dict[str, float] = {}
+    import statistics
+
+    layouts = range(1, args.layouts + 1) if args.layouts > 1 else (0,)
     for v in args.variants:
-        full, empty = count(v, args.workload, n, args.cache_sim), count(v, args.workload, 0, args.cache_sim)
-        per = {k: (full[k] - empty.get(k, 0)) / n for k in full}
+        each = []
+        for layout in layouts:
+            full = count(v, args.workload, n, args.cache_sim, layout)
+            empty = count(v, args.workload, 0, args.cache_sim, layout)
+            each.append({k: (full[k] - empty.get(k, 0)) / n for k in full})
+        per = {k: statistics.median(e[k] for e in each) for k in each[0]}
         base = base or per
         line = f"{args.workload:8s} {v:24s} {per['I']:10,.0f} instructions per unit  {per['I'] / base['I']:.2f}x"
         if args.cache_sim:

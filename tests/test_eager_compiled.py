@@ -12,6 +12,7 @@ import asyncio
 import gc
 import re
 import sys
+import types
 from typing import Any
 
 import pytest
@@ -254,6 +255,7 @@ def test_bad_arguments_to_the_compiled_parts_change_nothing():
             fine_limit=1e-3,
             bounds=(1.0,),
             name_cell=False,
+            coro_qualname=types.CoroutineType.__dict__["__qualname__"],
         )
         assert sp.eager_init_install(asyncio.Task, probe) is False
 

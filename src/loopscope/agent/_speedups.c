@@ -39,8 +39,8 @@
 #endif
 
 /* interned attribute names, made once */
-static PyObject *s_loop, *s_callback, *s_args, *s_context, *s_metrics;
-static PyObject *s_state, *s_exception, *s_unregister, *s_long_step;
+static PyObject *s_loop, *s_callback, *s_args, *s_context;
+static PyObject *s_unregister, *s_long_step;
 static PyObject *s_PENDING, *s_FINISHED, *s_self, *zero, *fzero;
 
 /* Offsets of the __slots__ this hook touches, read from the classes' member
@@ -51,6 +51,12 @@ enum { T_STEPS, T_LAST, T_FIRST, T_CREATED, T_BUSY, T_LONGEST, T_CANCEL, T_N };
 enum { H_LOOP, H_CALLBACK, H_ARGS, H_CONTEXT, H_N };
 static const char *h_names[H_N] = {"_loop", "_callback", "_args", "_context"};
 static const char *t_names[T_N] = {"_ls_steps", "_ls_last", "_ls_first", "_ls_created", "_ls_busy", "_ls_longest", "_ls_cancel"};
+
+/* A getset descriptor's C getter (see cget_of). */
+typedef struct {
+    getter get;
+    void *closure;
+} CGet;
 
 #define MAX_BOUNDS 128
 
@@ -75,6 +81,8 @@ typedef struct {
     PyObject *hooks;      /* loopscope.hooks.HOOKS: .unregister */
     PyObject *note_error;
     Hist hist;
+    CGet g_state, g_exception;  /* cls's _state and _exception */
+    Py_ssize_t ended_off;       /* eager_cls's _ls_ended */
     Py_ssize_t m_off[M_N];
     Py_ssize_t t_off[T_N];
     Py_ssize_t h_off[H_N];
@@ -107,6 +115,117 @@ get_optional_attr(PyObject *obj, PyObject *name, PyObject **out)
     PyErr_Clear();
     return 0;
 #endif
+}
+
+/* A getset descriptor's C getter, to read a task's `_state` and `_exception`
+ * (and a coroutine's `__qualname__`) without a generic attribute lookup:
+ * that lookup searches the whole class hierarchy for the name first, and
+ * for a Task subclass often misses the type cache (~200 instructions, a
+ * few times per step).  Set only where every object it is used on is an
+ * instance of the class that defines the descriptor. */
+static void
+cget_from(PyObject *d, PyTypeObject *tp, CGet *out)
+{
+    out->get = NULL;
+    out->closure = NULL;
+    if (d != NULL && Py_IS_TYPE(d, &PyGetSetDescr_Type)) {
+        PyGetSetDef *def = ((PyGetSetDescrObject *)d)->d_getset;
+        if (def->get != NULL && PyType_IsSubtype(tp, ((PyDescrObject *)d)->d_type)) {
+            out->get = def->get;
+            out->closure = def->closure;
+        }
+    }
+}
+
+/* The getter behind `cls.name`, if it is a C getset (else none: generic). */
+static void
+cget_of(PyObject *cls, PyObject *name, CGet *out)
+{
+    PyObject *d = PyObject_GetAttr(cls, name);  /* a class's getset: the descriptor itself */
+    if (d == NULL)
+        PyErr_Clear();
+    cget_from(d, (PyTypeObject *)cls, out);
+    Py_XDECREF(d);
+}
+
+static PyObject *s_state, *s_exception;
+
+/* The getters of `_state` and `_exception` for tasks of `cls` and of its
+ * subclass `sub` (NULL: none): a getter is kept only if both classes find
+ * the same one. */
+static void
+task_getters(PyObject *cls, PyObject *sub, CGet *state, CGet *exc)
+{
+    CGet other;
+    cget_of(cls, s_state, state);
+    if (sub != NULL && (cget_of(sub, s_state, &other), other.get != state->get || other.closure != state->closure))
+        state->get = NULL;
+    cget_of(cls, s_exception, exc);
+    if (sub != NULL && (cget_of(sub, s_exception, &other), other.get != exc->get || other.closure != exc->closure))
+        exc->get = NULL;
+}
+
+static inline PyObject *
+cget(const CGet *g, PyObject *obj, PyObject *name)
+{
+    return g->get != NULL ? g->get(obj, g->closure) : PyObject_GetAttr(obj, name);
+}
+
+/* An attribute read from the object's own __dict__ (1 and a new reference
+ * in *out, 0 if it is not there, -1 on error), the generic lookup where the
+ * object has no __dict__.  For the hooks' tuples, which loopscope's own
+ * object holds: the generic lookup first searches the class hierarchy for a
+ * descriptor of that name, which costs more than the dict read.
+ *
+ * Never for objects of the program's (a loop's _loopscope_metrics): asking
+ * for an object's __dict__ makes a real dict of its inline attribute values
+ * (3.11+), and the interpreter's specialised attribute accesses on that
+ * object then take their slow paths.  Reading the loop's metrics this way
+ * cost ~6,000 instructions per aiohttp request on 3.14, in asyncio's own
+ * code, for the ~200 per step it saved. */
+static PyObject *s_metrics;
+
+static int
+own_attr(PyObject *obj, PyObject *name, PyObject **out)
+{
+    PyTypeObject *tp = Py_TYPE(obj);
+    *out = NULL;
+    if (tp->tp_dictoffset != 0 || (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
+        PyObject *d = PyObject_GenericGetDict(obj, NULL);
+        if (d != NULL) {
+            PyObject *v = PyDict_GetItemWithError(d, name);  /* borrowed */
+            Py_DECREF(d);
+            if (v != NULL) {
+                *out = Py_NewRef(v);
+                return 1;
+            }
+            if (PyErr_Occurred())
+                return -1;
+            /* not in its dict: a class attribute, maybe (the generic way) */
+        }
+        else if (PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        else
+            return -1;
+    }
+    return get_optional_attr(obj, name, out);
+}
+
+/* Whether the hooks object has callbacks for an event (its tuple at `name`
+ * is not empty): 1, 0, or -1 on error. */
+static int
+hook_on(PyObject *hooks, PyObject *name)
+{
+    PyObject *v;
+    int r = own_attr(hooks, name, &v);
+    if (r <= 0) {
+        if (r == 0)
+            PyErr_Format(PyExc_AttributeError, "the hooks have no %U", name);
+        return -1;
+    }
+    r = PyTuple_CheckExact(v) ? PyTuple_GET_SIZE(v) > 0 : PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
 }
 
 /* Replace a slot's value, stealing the reference to `value`.  Fails (with
@@ -305,17 +424,17 @@ keep_clean_end(PyObject *budget, PyObject *hooks, PyObject *clean_end, PyObject 
 {
     int want = 0;
     PyObject *b = PyList_CheckExact(budget) && PyList_GET_SIZE(budget) > 0 ? PyList_GET_ITEM(budget, 0) : NULL;
-    if (b != NULL && (want = PyObject_RichCompareBool(b, zero, Py_GT)) < 0)
-        return -1;
-    if (!want) {
-        PyObject *u = PyObject_GetAttr(hooks, s_unregister);
-        if (u == NULL)
+    if (b != NULL) {
+        if (PyLong_CheckExact(b)) {
+            int overflow;
+            long n = PyLong_AsLongAndOverflow(b, &overflow);
+            want = overflow > 0 || n > 0;
+        }
+        else if ((want = PyObject_RichCompareBool(b, zero, Py_GT)) < 0)
             return -1;
-        want = PyObject_IsTrue(u);
-        Py_DECREF(u);
-        if (want <= 0)
-            return want;
     }
+    if (!want && (want = hook_on(hooks, s_unregister)) <= 0)
+        return want;
     PyObject *r = PyObject_CallFunctionObjArgs(clean_end, task, now, NULL);
     if (r == NULL)
         return -1;
@@ -390,7 +509,7 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
             return -1;
     }
 
-    PyObject *state = PyObject_GetAttr(task, s_state);
+    PyObject *state = cget(&self->g_state, task, s_state);
     if (state == NULL)
         return -1;
     int pending = state == s_PENDING || PyUnicode_Compare(state, s_PENDING) == 0;
@@ -402,8 +521,8 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
     if (pt1 == NULL)
         return -1;
     int clean = 0;
-    if (finished && tt == self->cls && SLOT(task, to[T_CANCEL]) == Py_None) {
-        PyObject *exc = PyObject_GetAttr(task, s_exception);
+    if (finished && SLOT(task, to[T_CANCEL]) == Py_None) {
+        PyObject *exc = cget(&self->g_exception, task, s_exception);
         if (exc == NULL) {
             Py_DECREF(pt1);
             return -1;
@@ -413,7 +532,10 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
     }
     int rc;
     if (clean) {
-        /* note_end's clean finish, inlined */
+        /* note_end's clean finish, inlined; an eager task says its end is
+         * recorded, so that its __del__ does not record it again */
+        if (tt == self->eager_cls)
+            set_slot(task, self->ended_off, Py_NewRef(Py_True));
         rc = count_done(m, mo[M_DONE]) < 0 ? -1 : keep_clean_end(self->budget, self->hooks, self->clean_end, task, pt1);
     }
     else {
@@ -455,14 +577,13 @@ steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     PyObject *loop = handle_slot(self, handle, slots, H_LOOP, s_loop);
     if (loop == NULL)
         return NULL;
-    PyObject *m = PyObject_GetAttr(loop, s_metrics);
+    PyObject *m;
+    int found = get_optional_attr(loop, s_metrics, &m);
     Py_DECREF(loop);
-    if (m == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-            return NULL;
-        PyErr_Clear();
+    if (found < 0)
+        return NULL;
+    if (found == 0)
         return PyObject_CallOneArg(self->original, handle);
-    }
     if ((PyObject *)Py_TYPE(m) != self->metrics_cls) {
         /* not a loop of ours after all: asyncio's own behaviour */
         Py_DECREF(m);
@@ -611,6 +732,11 @@ steprun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             Py_DECREF(self);
             return NULL;
         }
+    if (member_offset(eager_cls, "_ls_ended", &self->ended_off) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    task_getters(cls, eager_cls, &self->g_state, &self->g_exception);
     self->original = Py_NewRef(original);
     self->report = Py_NewRef(report);
     self->step_type = Py_NewRef(step_type);
@@ -930,6 +1056,8 @@ registry_state(PyObject *mod, PyObject *unused)
 
 static PyObject *eager_init_install(PyObject *mod, PyObject *args);
 
+static PyObject *code_cache_clear(PyObject *mod, PyObject *unused);
+
 static PyMethodDef module_methods[] = {
     {"registry_enable", registry_enable, METH_VARARGS,
      "registry_enable(base, classes, del_base) -> bool: list tasks of these classes from now on."},
@@ -939,6 +1067,8 @@ static PyMethodDef module_methods[] = {
     {"registry_select", (PyCFunction)(void (*)(void))registry_select, METH_FASTCALL,
      "registry_select(tasks, start, stop, loop, done) -> list: a slice's unfinished tasks of loop."},
     {"registry_state", registry_state, METH_NOARGS, "registry_state() -> (on, listed, lost, table bits)."},
+    {"code_cache_clear", code_cache_clear, METH_NOARGS,
+     "code_cache_clear(): forget the creation-site verdicts read from tracker._code_skip (it was emptied)."},
     {"eager_init_install", eager_init_install, METH_VARARGS,
      "eager_init_install(base, init) -> bool: init.cls's instances are initialised by init from now on."},
     {NULL, NULL, 0, NULL},
@@ -981,6 +1111,61 @@ typedef struct {
 
 static PyObject *s_register, *s_call_register;
 
+/* The verdicts last read from `skip`, by code object, in a small
+ * direct-mapped table: a hit costs no int object for the key and no dict
+ * lookup (a walk reads one to three codes per task, on every creation).
+ * Its entries hold their codes (at most CC_SIZE of them; codes live as long
+ * as their functions anyway), so an address in it is never a dead code's.
+ * Emptied with `skip` (code_cache_clear, tracker.skip_for_task_sites).
+ * Free-threaded builds read `skip` every time. */
+#define CC_BITS 8
+#define CC_SIZE (1 << CC_BITS)
+static struct {
+    PyObject *code;
+    int user;
+} code_cache[CC_SIZE];
+
+static inline size_t
+cc_index(PyObject *p)
+{
+    return (size_t)((((uint64_t)(uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ULL) >> (64 - CC_BITS));
+}
+
+static PyObject *
+code_cache_clear(PyObject *mod, PyObject *unused)
+{
+    for (int i = 0; i < CC_SIZE; i++)
+        Py_CLEAR(code_cache[i].code);
+    Py_RETURN_NONE;
+}
+
+/* Whether frames of `code` are the user's (1), skipped (0), or not judged
+ * yet (-2); -1 on error. */
+static int
+code_verdict(PyObject *skip, PyObject *code)
+{
+#ifndef Py_GIL_DISABLED
+    size_t i = cc_index(code);
+    if (code_cache[i].code == code)
+        return code_cache[i].user;
+#endif
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL)
+        return -1;
+    PyObject *e = PyDict_GetItemWithError(skip, key);  /* borrowed */
+    Py_DECREF(key);
+    if (e == NULL)
+        return PyErr_Occurred() ? -1 : -2;
+    if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) != 2 || PyTuple_GET_ITEM(e, 0) != code)
+        return -2;
+    int user = PyTuple_GET_ITEM(e, 1) == Py_False;
+#ifndef Py_GIL_DISABLED
+    Py_XSETREF(code_cache[i].code, Py_NewRef(code));
+    code_cache[i].user = user;
+#endif
+    return user;
+}
+
 /* `f` or the first of its callers whose code is not skipped (tracker.py's
  * _first_user_frame): a new reference, or Py_None.  Codes already judged
  * are read from `skip` (id(code) -> (code, skipped)), the dict the Python
@@ -992,24 +1177,15 @@ user_frame(PyObject *skip, PyObject *first_user, PyObject *f)
     Py_XINCREF(f);
     while (f != NULL) {
         PyObject *code = (PyObject *)PyFrame_GetCode((PyFrameObject *)f);
-        PyObject *key = PyLong_FromVoidPtr(code);
-        if (key == NULL) {
-            Py_DECREF(code);
-            Py_DECREF(f);
-            return NULL;
-        }
-        PyObject *e = PyDict_GetItemWithError(skip, key);  /* borrowed */
-        Py_DECREF(key);
-        if (e == NULL && PyErr_Occurred()) {
-            Py_DECREF(code);
-            Py_DECREF(f);
-            return NULL;
-        }
-        int judged = e != NULL && PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 2 && PyTuple_GET_ITEM(e, 0) == code;
+        int user = code_verdict(skip, code);
         Py_DECREF(code);
-        if (!judged)
-            break;
-        if (PyTuple_GET_ITEM(e, 1) == Py_False)
+        if (user == -1) {
+            Py_DECREF(f);
+            return NULL;
+        }
+        if (user == -2)
+            break;  /* not judged yet */
+        if (user)
             return f;
         PyObject *back = (PyObject *)PyFrame_GetBack((PyFrameObject *)f);
         Py_DECREF(f);
@@ -1118,11 +1294,7 @@ track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
     if (n == NULL)
         return -1;
     Py_DECREF(n);
-    PyObject *reg = PyObject_GetAttr(self->hooks, s_register);
-    if (reg == NULL)
-        return -1;
-    int want = PyObject_IsTrue(reg);
-    Py_DECREF(reg);
+    int want = hook_on(self->hooks, s_register);
     if (want < 0)
         return -1;
     if (want) {
@@ -1222,6 +1394,7 @@ typedef struct {
     PyObject *note_error;
     PyObject *ended_cls;    /* EagerTrackedTask for its __del__, else None */
     destructor finalize;    /* asyncio.Task's own finaliser */
+    CGet g_state, g_exception;
     Py_ssize_t cancel_off, done_off, ended_off;
 } TaskDel;
 
@@ -1279,7 +1452,7 @@ record_release(TaskDel *self, PyObject *task)
         return -1;
     int clean = 0;
     if (SLOT(task, self->cancel_off) == Py_None) {
-        PyObject *state = PyObject_GetAttr(task, s_state);
+        PyObject *state = cget(&self->g_state, task, s_state);
         if (state == NULL) {
             Py_DECREF(m);
             return -1;
@@ -1287,7 +1460,7 @@ record_release(TaskDel *self, PyObject *task)
         int finished = state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0;
         Py_DECREF(state);
         if (finished) {
-            PyObject *exc = PyObject_GetAttr(task, s_exception);
+            PyObject *exc = cget(&self->g_exception, task, s_exception);
             if (exc == NULL) {
                 Py_DECREF(m);
                 return -1;
@@ -1365,6 +1538,7 @@ taskdel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
+    task_getters(cls, ended_cls != Py_None ? ended_cls : NULL, &self->g_state, &self->g_exception);
     self->ended_cls = Py_NewRef(ended_cls);
     self->cls = Py_NewRef(cls);
     self->metrics = Py_NewRef(metrics);
@@ -1433,6 +1607,7 @@ typedef struct {
     PyObject *note_error;
     int name_cell;          /* tracker._EAGER_NAME_CELL */
     Hist hist;
+    CGet g_state, g_exception, g_qualname;  /* a task's _state, _exception; a coroutine's __qualname__ */
     Py_ssize_t off[E_N];
     Py_ssize_t plink_off;   /* _ls_plink in track_cls */
     Py_ssize_t m_off[M_N];
@@ -1478,8 +1653,14 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
         || set_slot(task, o[E_STEPS], Py_NewRef(zero)) < 0 || set_slot(task, o[E_BUSY], Py_NewRef(fzero)) < 0
         || set_slot(task, o[E_LONGEST], Py_NewRef(fzero)) < 0 || set_slot(task, o[E_FIRST], Py_NewRef(Py_None)) < 0)
         goto done;
-    if (coro != NULL && get_optional_attr(coro, s_qualname, &name) < 0)
-        goto done;
+    if (coro != NULL) {
+        if (e->g_qualname.get != NULL && Py_IS_TYPE(coro, &PyCoro_Type)) {
+            if ((name = e->g_qualname.get(coro, e->g_qualname.closure)) == NULL)
+                goto done;
+        }
+        else if (get_optional_attr(coro, s_qualname, &name) < 0)
+            goto done;
+    }
     if (set_slot(task, o[E_CORO_NAME], name != NULL ? name : Py_NewRef(Py_None)) < 0)
         goto done;
     PyObject *cell = e->name_cell ? PyList_New(1) : Py_NewRef(Py_None);
@@ -1567,7 +1748,7 @@ eager_first_step(EagerInit *e, PyObject *task, PyObject *m, double n0, double t0
     if (set_slot(task, o[E_STEPS], PyLong_FromLong(1)) < 0 || set_slot(task, o[E_FIRST], Py_NewRef(fzero)) < 0
         || set_float(task, o[E_LAST], t1) < 0)
         return -1;
-    PyObject *state = PyObject_GetAttr(task, s_state);
+    PyObject *state = cget(&e->g_state, task, s_state);
     if (state == NULL)
         return -1;
     int pending = state == s_PENDING || PyUnicode_Compare(state, s_PENDING) == 0;
@@ -1580,11 +1761,7 @@ eager_first_step(EagerInit *e, PyObject *task, PyObject *m, double n0, double t0
 static int
 eager_after(EagerInit *e, PyObject *task, PyObject *m, int ended, double t1)
 {
-    PyObject *reg = PyObject_GetAttr(e->hooks, s_register);
-    if (reg == NULL)
-        return -1;
-    int want = PyObject_IsTrue(reg);
-    Py_DECREF(reg);
+    int want = hook_on(e->hooks, s_register);
     if (want < 0)
         return -1;
     if (want) {
@@ -1600,10 +1777,10 @@ eager_after(EagerInit *e, PyObject *task, PyObject *m, int ended, double t1)
         return -1;
     int clean = 0, rc;
     if (SLOT(task, e->off[E_CANCEL]) == Py_None) {
-        PyObject *state = PyObject_GetAttr(task, s_state);
+        PyObject *state = cget(&e->g_state, task, s_state);
         int finished = state != NULL && (state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0);
         Py_XDECREF(state);
-        PyObject *exc = finished ? PyObject_GetAttr(task, s_exception) : NULL;
+        PyObject *exc = finished ? cget(&e->g_exception, task, s_exception) : NULL;
         if (state == NULL || (finished && exc == NULL)) {
             Py_DECREF(now);
             return -1;
@@ -1670,14 +1847,15 @@ eagerinit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kw[] = {"cls", "track_cls", "skip", "first_user", "current_task", "link_of", "running_loop",
                          "metrics_cls", "note_end", "clean_end", "budget", "hooks", "note_error", "fine_limit",
-                         "bounds", "name_cell", NULL};
+                         "bounds", "name_cell", "coro_qualname", NULL};
     PyObject *cls, *track_cls, *skip, *first_user, *current_task, *link_of, *running_loop, *metrics_cls;
-    PyObject *note_end, *clean_end, *budget, *hooks, *note_error, *bounds;
+    PyObject *note_end, *clean_end, *budget, *hooks, *note_error, *bounds, *coro_qualname;
     double fine_limit;
     int name_cell;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOOOOdOp:EagerInit", kw, &cls, &track_cls, &skip,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOOOOdOpO:EagerInit", kw, &cls, &track_cls, &skip,
                                      &first_user, &current_task, &link_of, &running_loop, &metrics_cls, &note_end,
-                                     &clean_end, &budget, &hooks, &note_error, &fine_limit, &bounds, &name_cell))
+                                     &clean_end, &budget, &hooks, &note_error, &fine_limit, &bounds, &name_cell,
+                                     &coro_qualname))
         return NULL;
     if (!PyType_Check(cls) || !PyType_Check(track_cls) || !PyType_Check(metrics_cls)
         || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)track_cls)) {
@@ -1702,6 +1880,9 @@ eagerinit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             return NULL;
         }
     self->name_cell = name_cell;
+    task_getters(cls, NULL, &self->g_state, &self->g_exception);
+    /* types.CoroutineType.__dict__["__qualname__"], for exact coroutines only */
+    cget_from(coro_qualname, &PyCoro_Type, &self->g_qualname);
     self->cls = Py_NewRef(cls);
     self->track_cls = Py_NewRef(track_cls);
     self->skip = Py_NewRef(skip);

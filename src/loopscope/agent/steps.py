@@ -230,8 +230,11 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
                                 task._ls_longest = d
                         state = task._state
                         if state != _PENDING:
-                            if state == _FINISHED and tt is cls and task._ls_cancel is None and task._exception is None:
-                                # note_end's clean finish, inlined
+                            if state == _FINISHED and task._ls_cancel is None and task._exception is None:
+                                # note_end's clean finish, inlined; an eager
+                                # task's __del__ must not record it again
+                                if tt is eager_cls:
+                                    task._ls_ended = True
                                 m.done += 1
                                 if budget[0] > 0 or hooks.unregister:
                                     clean_end(task, t1)

@@ -42,7 +42,7 @@ import time
 import weakref
 from collections.abc import Callable
 from asyncio import base_events
-from types import CodeType, FrameType, WrapperDescriptorType
+from types import CodeType, CoroutineType, FrameType, WrapperDescriptorType
 from typing import Any
 
 from . import spawn
@@ -830,6 +830,7 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
                 fine_limit=FINE_LIMIT,
                 bounds=BOUNDS,
                 name_cell=_EAGER_NAME_CELL,
+                coro_qualname=CoroutineType.__dict__["__qualname__"],
             ),
         )
 
@@ -919,6 +920,8 @@ def skip_for_task_sites(directory: str) -> None:
     if directory not in _SITE_SKIP_DIRS:
         _SITE_SKIP_DIRS = (*_SITE_SKIP_DIRS, directory)
         _code_skip.clear()
+        if _speedups is not None:
+            _speedups.code_cache_clear()  # the compiled walk's copy of the verdicts
 
 
 def _first_user_frame(f: FrameType | None) -> FrameType | None:
