@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import logging
 import sys
 
@@ -210,3 +211,35 @@ def test_no_compiled_code_is_loaded_while_the_gil_is_off(monkeypatch: pytest.Mon
     assert tracker_mod._load_speedups() is None
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
     assert tracker_mod._load_speedups() is tracker_mod._speedups
+
+
+def test_a_library_skipped_after_its_code_was_judged_is_skipped_from_then_on(speedups: bool, tmp_path):
+    """``skip_for_task_sites`` (anyio's integration) may come after tasks were
+    made from the library's code, whose verdict ("the user's") is then
+    cached, in Python and in the compiled walk's own table: both must forget
+    it, or the library's line stays the site of every task it makes."""
+    lib = tmp_path / "spawnlib"
+    lib.mkdir()
+    path = lib / f"spawner_{speedups}.py"  # a module of its own for each run: the skip is for good
+    path.write_text("import asyncio\n\ndef spawn(coro):\n    return asyncio.get_running_loop().create_task(coro)\n")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    spawner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(spawner)
+
+    async def nop() -> None:
+        pass
+
+    async def main() -> list[str]:
+        before = spawner.spawn(nop())
+        for _ in range(2):  # a second task: the verdict now comes from the caches
+            await spawner.spawn(nop())
+        tracker_mod.skip_for_task_sites(str(lib) + "/")
+        after = spawner.spawn(nop())
+        again = spawner.spawn(nop())
+        await asyncio.gather(before, after, again)
+        return [t._ls_code.co_name for t in (before, after, again)]
+
+    with loopscope.installed(server=False, dump_signal="", speedups=speedups):
+        sites = asyncio.run(main())
+    assert sites == ["spawn", "main", "main"]
