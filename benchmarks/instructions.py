@@ -41,6 +41,7 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -247,7 +248,6 @@ def count(variant: str, workload: str, n: int, cache_sim: bool = False, layout: 
 def wall(variants: list[str], workload: str, n: int, runs: int) -> int:
     """Microseconds per unit by the clock: each variant's run minus its
     run with 0 units, variants interleaved, median of ``runs``."""
-    import statistics
     import time
 
     env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "0"}
@@ -305,8 +305,6 @@ def main() -> int:
 
         n -= n % WORKERS
     base: dict[str, float] = {}
-    import statistics
-
     layouts = range(1, args.layouts + 1) if args.layouts > 1 else (0,)
     for v in args.variants:
         each = []

@@ -39,8 +39,8 @@
 #endif
 
 /* interned attribute names, made once */
-static PyObject *s_loop, *s_callback, *s_args, *s_context;
-static PyObject *s_unregister, *s_long_step;
+static PyObject *s_loop, *s_callback, *s_args, *s_context, *s_metrics;
+static PyObject *s_state, *s_exception, *s_unregister, *s_long_step;
 static PyObject *s_PENDING, *s_FINISHED, *s_self, *zero, *fzero;
 
 /* Offsets of the __slots__ this hook touches, read from the classes' member
@@ -164,8 +164,6 @@ cget_of(PyObject *cls, PyObject *name, CGet *out)
     Py_XDECREF(d);
 }
 
-static PyObject *s_state, *s_exception;
-
 /* The getters of `_state` and `_exception` for tasks of `cls` and of its
  * subclass `sub` (NULL: none): a getter is kept only if both classes find
  * the same one. */
@@ -199,8 +197,6 @@ cget(const CGet *g, PyObject *obj, PyObject *name)
  * object then take their slow paths.  Reading the loop's metrics this way
  * cost ~6,000 instructions per aiohttp request on 3.14, in asyncio's own
  * code, for the ~200 per step it saved. */
-static PyObject *s_metrics;
-
 static int
 own_attr(PyObject *obj, PyObject *name, PyObject **out)
 {
