@@ -27,7 +27,12 @@ tracking and the socket server only), and two controls without loopscope:
 floor any agent with a thread of its own starts from; and ``task-subclass``
 (aiohttp only), the plain server whose per-request tasks are of a
 ``asyncio.Task`` subclass with loopscope's number of slots and nothing else,
-the floor of any tracker that records into a Task subclass.
+the floor of any tracker that records into a Task subclass; and
+``step-floor``, the plain server with ``Handle._run`` replaced by the least an
+exact step timer can do in C (``step_floor.c``, compiled on first use with
+the interpreter's compiler; ``$CPPFLAGS`` is passed on).  ``CONFIG@DIR``
+runs a configuration with loopscope from another tree's ``src`` directory,
+to compare trees side by side.
 """
 
 from __future__ import annotations
@@ -88,8 +93,20 @@ if os.environ.get("WRK_TASK_SUBCLASS"):
     asyncio.create_task = view.create_task = create_task
 """
 
+#: ``step-floor``: asyncio's ``Handle._run`` replaced by the least an exact
+#: per-step timer can do in C (two clock reads, a busy sum and a histogram
+#: increment in a C array: ``benchmarks/step_floor.c``, built on first use),
+#: nothing else: the floor of any exact step metric on this server.
+STEP_FLOOR = """
+if os.environ.get("WRK_STEP_FLOOR"):
+    import asyncio, sys
+    sys.path.insert(0, os.environ["WRK_STEP_FLOOR"])
+    import step_floor
+    asyncio.events.Handle._run = step_floor.Run(asyncio.events.Handle)
+"""
+
 APPS = {
-    "aiohttp": IDLE_THREAD + TASK_SUBCLASS + '''
+    "aiohttp": IDLE_THREAD + TASK_SUBCLASS + STEP_FLOOR + '''
 import asyncio, json, sys
 from aiohttp import web
 
@@ -105,7 +122,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 ''',
     # uvicorn on the default asyncio loop (the budget's loop), with httptools
     # when it is installed (uvicorn[standard]), else h11
-    "uvicorn": IDLE_THREAD + '''
+    "uvicorn": IDLE_THREAD + STEP_FLOOR + '''
 import asyncio, sys
 import uvicorn
 from starlette.applications import Starlette
@@ -161,20 +178,44 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
+def build_step_floor() -> str:
+    """Compile ``step_floor.c`` for this interpreter (once, into a cache
+    directory) and return the directory to import it from.  ``$CPPFLAGS``
+    is passed on, for interpreters whose headers are elsewhere (.ci/run)."""
+    import shlex
+    import sysconfig
+
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    out = Path(tempfile.gettempdir()) / f"loopscope-step-floor-{suffix.strip('.').replace('.', '-')}"
+    target = out / f"step_floor{suffix}"
+    source = Path(__file__).resolve().parent / "step_floor.c"
+    if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
+        out.mkdir(exist_ok=True)
+        cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+        flags = shlex.split(os.environ.get("CPPFLAGS", ""))
+        subprocess.run([*cc, "-O2", "-fPIC", "-shared", *flags, f"-I{sysconfig.get_paths()['include']}", str(source), "-o", str(target)], check=True)
+    return str(out)
+
+
 class Server:
     """One server process for one configuration, pinned to CPU 0."""
 
     def __init__(self, config: str, app: str) -> None:
         self.config = config
+        # CONFIG@DIR: the same configuration with loopscope from another
+        # source tree (DIR is its src/), to compare trees side by side
+        config, _, src = config.partition("@")
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPSCOPE_")}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src or str(SRC), env.get("PYTHONPATH")) if p)
         cmd = [sys.executable, app, str(self.port)]
         self.scrape_port: int | None = None
         if config == "idle-thread":
             env["WRK_IDLE_THREAD"] = "1"
         elif config == "task-subclass":
             env["WRK_TASK_SUBCLASS"] = "1"
+        elif config == "step-floor":
+            env["WRK_STEP_FLOOR"] = build_step_floor()
         elif config != "plain":
             sockdir = tempfile.mkdtemp(prefix="ls-wrk-")
             os.chmod(sockdir, 0o700)
@@ -287,7 +328,7 @@ def main() -> int:
         "the machine's noise then falls on all of them alike",
     )
     ap.add_argument("--app", choices=sorted(APPS), default="aiohttp", help="the server: aiohttp, or uvicorn+Starlette on the asyncio loop")
-    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, idle-thread, task-subclass, {', '.join(VARIANTS)}")
+    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, idle-thread, task-subclass, step-floor, {', '.join(VARIANTS)}")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -296,7 +337,7 @@ def main() -> int:
         f.write(APPS[args.app])
         app = f.name
     configs = args.configs.split(",")
-    unknown = [c for c in configs if c not in ("plain", "idle-thread", "task-subclass") and c not in VARIANTS]
+    unknown = [c for c in (c.partition("@")[0] for c in configs) if c not in ("plain", "idle-thread", "task-subclass", "step-floor") and c not in VARIANTS]
     if "task-subclass" in configs and args.app != "aiohttp":
         print("--configs: task-subclass is a control for aiohttp only", file=sys.stderr)
         return 2

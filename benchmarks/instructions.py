@@ -6,10 +6,11 @@ layout: ``--layouts``).
 
 Usage::
 
-    python benchmarks/instructions.py [--workload spawn|pingpong|aiohttp|locks] [--n 20000] [--layouts K] VARIANT...
+    python benchmarks/instructions.py [--workload spawn|pingpong|aiohttp|uvicorn|locks] [--n 20000] [--layouts K] VARIANT...
 
 VARIANT is ``plain``, ``floor``, ``trackfloor[_ends]``, ``floors`` or ``loopscope``, the last followed by
-optional switches joined with ``_``: ``nometrics`` (no step hook),
+optional switches joined with ``_`` and, after ``@``, another tree's ``src`` directory to take loopscope from
+(to compare trees): ``nometrics`` (no step hook),
 ``nofactory`` (our task factory removed after install: the step hook alone),
 ``norun`` (asyncio's own ``Handle._run`` restored: the factory alone),
 ``noprims`` (no primitive tracking), ``nospeedups`` (the Python step hook
@@ -25,7 +26,7 @@ cost less.
 
 The ``aiohttp`` workload is a real aiohttp server answering keep-alive
 requests from 8 raw clients in the same process (the unit is one request,
-client side included).  The ``locks`` workload is ``benchmarks/locks.py``'s;
+client side included); ``uvicorn`` is the same with uvicorn + Starlette.  The ``locks`` workload is ``benchmarks/locks.py``'s;
 its unit is one worker round (N is rounded down to whole rounds of all its
 workers).  ``--cache-sim`` adds cachegrind's simulated cache misses and a
 cycle estimate: what the clock sees and the instruction count does not
@@ -74,21 +75,23 @@ async def _pingpong(n: int) -> None:
     await asyncio.gather(asyncio.create_task(pinger()), asyncio.create_task(ponger()))
 
 
+async def _raw_client(port: int, count: int) -> None:
+    """One keep-alive HTTP/1.1 client: ``count`` GETs, each read whole."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(count):
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+    writer.close()
+
+
 async def _aiohttp(n: int) -> None:
     from aiohttp import web
 
     async def handler(request: web.Request) -> web.Response:
         await asyncio.sleep(0)
         return web.json_response({"path": request.path, "items": list(range(20))})
-
-    async def client(port: int, count: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for _ in range(count):
-            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
-            await reader.readexactly(length)
-        writer.close()
 
     app = web.Application()
     app.router.add_get("/", handler)
@@ -98,9 +101,36 @@ async def _aiohttp(n: int) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     clients = 8
-    await asyncio.gather(*[client(port, 50) for _ in range(clients)])  # warm-up, in every count
-    await asyncio.gather(*[client(port, n // clients) for _ in range(clients)])
+    await asyncio.gather(*[_raw_client(port, 50) for _ in range(clients)])  # warm-up, in every count
+    await asyncio.gather(*[_raw_client(port, n // clients) for _ in range(clients)])
     await runner.cleanup()
+
+
+async def _uvicorn(n: int) -> None:
+    """uvicorn + Starlette on the running loop, as ``http_wrk.py --app uvicorn`` serves it."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def handler(request):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0)
+        return JSONResponse({"path": request.url.path, "items": list(range(20))})
+
+    config = uvicorn.Config(
+        Starlette(routes=[Route("/", handler)]), host="127.0.0.1", port=0, loop="asyncio",
+        log_level="warning", access_log=False, lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    clients = 8
+    await asyncio.gather(*[_raw_client(port, 50) for _ in range(clients)])  # warm-up, in every count
+    await asyncio.gather(*[_raw_client(port, n // clients) for _ in range(clients)])
+    server.should_exit = True
+    await serving
 
 
 def _install_floor() -> None:
@@ -169,7 +199,7 @@ def _install_tracking_floor(ends: bool) -> None:
     asyncio.create_task = asyncio.tasks.create_task = create_task  # type: ignore[assignment]
 
 
-WORKLOADS = {"spawn": _spawn, "pingpong": _pingpong, "aiohttp": _aiohttp}
+WORKLOADS = {"spawn": _spawn, "pingpong": _pingpong, "aiohttp": _aiohttp, "uvicorn": _uvicorn}
 
 
 #: Small strings allocated before anything else (``--layouts``), kept alive.
@@ -178,7 +208,7 @@ _LAYOUT_SHIFT: list[str] = []
 
 def child(variant: str, workload: str, n: int) -> None:
     _LAYOUT_SHIFT.extend(str(i) * 3 for i in range(int(os.environ.get("INSTRUCTIONS_LAYOUT", "0")) * 37))
-    parts = variant.split("_")
+    parts = variant.partition("@")[0].split("_")
     if parts[0] in ("floor", "floors"):
         _install_floor()
     if parts[0] in ("trackfloor", "floors"):
@@ -227,7 +257,7 @@ def count(variant: str, workload: str, n: int, cache_sim: bool = False, layout: 
     """Instructions (and with ``cache_sim``, cachegrind's simulated cache
     misses) of one run of ``variant`` with ``n`` units, at memory layout
     ``layout`` (see ``--layouts``)."""
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "0", "INSTRUCTIONS_LAYOUT": str(layout)}
+    env = {**os.environ, "PYTHONPATH": variant.partition("@")[2] or str(SRC), "PYTHONHASHSEED": "0", "INSTRUCTIONS_LAYOUT": str(layout)}
     out = subprocess.run(
         # --trace-children: Debian's unpacked 3.14/3.15 are a shell wrapper
         # that execs the interpreter through ld.so
@@ -250,9 +280,8 @@ def wall(variants: list[str], workload: str, n: int, runs: int) -> int:
     run with 0 units, variants interleaved, median of ``runs``."""
     import time
 
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "0"}
-
     def timed(v: str, k: int) -> float:
+        env = {**os.environ, "PYTHONPATH": v.partition("@")[2] or str(SRC), "PYTHONHASHSEED": "0"}
         start = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--child", v, workload, str(k)], env=env, check=True)
         return time.perf_counter() - start

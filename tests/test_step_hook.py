@@ -313,3 +313,74 @@ def test_the_watchdogs_capture_keeps_no_task_alive():
     with loopscope.installed(server=False, dump_signal="none", slow_step=0.1, watchdog=0.01) as agent:
         refs = asyncio.run(main(agent))
     assert not [r for r in refs if r() is not None]
+
+
+def _filed(m: object) -> int:
+    """Steps filed in a loop's histogram."""
+    return sum(list(m.fine)) + sum(list(m.counts))  # type: ignore[attr-defined]
+
+
+def test_each_loop_steps_are_filed_in_its_own_metrics(speedups: bool):
+    """The compiled hook remembers the last loops' metrics (with a weak
+    reference to each loop, and forgets them when the agent attaches a
+    loop): every loop run one after another gets its own, and a finished
+    loop's metrics get nothing more."""
+    import gc
+
+    async def main(n: int) -> object:
+        for _ in range(n):
+            await asyncio.sleep(0)
+        return asyncio.get_running_loop()._loopscope_metrics  # type: ignore[attr-defined]
+
+    with loopscope.installed(server=False, dump_signal="", speedups=speedups):
+        seen: list[tuple[object, int]] = []
+        for n in (50, 80, 120):
+            m = asyncio.run(main(n))
+            gc.collect()
+            seen.append((m, _filed(m)))
+        for (m, filed), n in zip(seen, (50, 80, 120)):
+            assert n <= filed < n + 30, (n, filed)
+            assert _filed(m) == filed  # nothing filed after its loop ended
+        assert len({id(m) for m, _ in seen}) == 3
+
+
+def test_a_step_never_changes_a_number_a_reader_holds(speedups: bool):
+    """The compiled hook updates a task's busy time in place when nothing
+    else holds the float: a value read from the task must stay what it was."""
+
+    async def worker() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        t = asyncio.create_task(worker())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        held, steps = t._ls_busy, t._ls_steps  # type: ignore[attr-defined]
+        text = repr(held)
+        await t
+        assert t._ls_steps > steps  # type: ignore[attr-defined]
+        assert t._ls_busy > held  # type: ignore[attr-defined]
+        assert repr(held) == text
+
+    with loopscope.installed(server=False, dump_signal="", speedups=speedups):
+        asyncio.run(main())
+
+
+@pytest.mark.skipif(steps._speedups is None, reason="the compiled parts were not built here (no C compiler when loopscope was installed)")
+def test_the_compiled_histogram_buckets_behave_as_a_list_of_ints():
+    counts = steps._speedups.Counts(4)
+    assert list(counts) == [0, 0, 0, 0] and len(counts) == 4
+    counts[1] += 3
+    counts[-1] = 2**40
+    assert list(counts) == [0, 3, 0, 2**40] and counts[3] == 2**40
+    with pytest.raises(IndexError):
+        counts[4]
+    with pytest.raises(IndexError):
+        counts[4] = 1
+    with pytest.raises(OverflowError):
+        counts[0] = -1
+    with pytest.raises(TypeError):
+        del counts[0]
+    with pytest.raises(ValueError):
+        steps._speedups.Counts(-1)

@@ -59,6 +59,7 @@ typedef struct {
 } CGet;
 
 #define MAX_BOUNDS 128
+#define SEEN_N 4  /* loops whose metrics a step hook remembers */
 
 /* The step-duration histogram's layout (metrics.py's FINE_LIMIT and BOUNDS). */
 typedef struct {
@@ -80,6 +81,10 @@ typedef struct {
     PyObject *budget;     /* a one-element list: the done ring's budget */
     PyObject *hooks;      /* loopscope.hooks.HOOKS: .unregister */
     PyObject *note_error;
+    /* The metrics of the loops this hook saw last (see loop_metrics), by
+     * pairs: a weak reference to the loop, its metrics. */
+    PyObject *seen[2 * SEEN_N];
+    unsigned long seen_gen[SEEN_N];
     Hist hist;
     CGet g_state, g_exception;  /* cls's _state and _exception */
     Py_ssize_t ended_off;       /* eager_cls's _ls_ended */
@@ -224,12 +229,45 @@ own_attr(PyObject *obj, PyObject *name, PyObject **out)
     return get_optional_attr(obj, name, out);
 }
 
-/* Whether the hooks object has callbacks for an event (its tuple at `name`
- * is not empty): 1, 0, or -1 on error. */
+static int member_offset(PyObject *cls, const char *name, Py_ssize_t *out);
+
+/* The class of loopscope's hooks object (hooks.py's Hooks) and the offsets
+ * of its `register` and `unregister` slots, read by hooks_layout when an
+ * object of this module is given the hooks: whether a hook is installed is
+ * then two loads, for every task.  Another class (none today) is read the
+ * generic way. */
+static PyTypeObject *hooks_type;
+enum { HOOK_REGISTER, HOOK_UNREGISTER };
+static Py_ssize_t hooks_off[2];
+
+static void
+hooks_layout(PyObject *hooks)
+{
+    PyTypeObject *tp = Py_TYPE(hooks);
+    Py_ssize_t reg, unreg;
+    if (tp == hooks_type)
+        return;
+    if (member_offset((PyObject *)tp, "register", &reg) < 0 || member_offset((PyObject *)tp, "unregister", &unreg) < 0) {
+        PyErr_Clear();  /* not slots: hook_on reads them the generic way */
+        return;
+    }
+    Py_XSETREF(hooks_type, (PyTypeObject *)Py_NewRef(tp));
+    hooks_off[HOOK_REGISTER] = reg;
+    hooks_off[HOOK_UNREGISTER] = unreg;
+}
+
+/* Whether the hooks object has callbacks for an event (its tuple at `name`,
+ * which is hooks_off[which] in a Hooks, is not empty): 1, 0, or -1 on
+ * error. */
 static int
-hook_on(PyObject *hooks, PyObject *name)
+hook_on(PyObject *hooks, int which, PyObject *name)
 {
     PyObject *v;
+    if (LIKELY(Py_TYPE(hooks) == hooks_type)) {
+        v = SLOT(hooks, hooks_off[which]);
+        if (LIKELY(v != NULL && PyTuple_CheckExact(v)))
+            return PyTuple_GET_SIZE(v) > 0;
+    }
     int r = own_attr(hooks, name, &v);
     if (r <= 0) {
         if (r == 0)
@@ -254,9 +292,24 @@ set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
     return 0;
 }
 
+/* A slot set to the float `v`.  When the slot holds the only reference to
+ * an exact float, that float is changed in place: nothing else can see it
+ * change (CPython's own str concatenation does the same with a str it alone
+ * holds), and a step then allocates and releases no float for its busy
+ * times, which on a server costs in cache lines more than in instructions
+ * (BENCHMARKS.md, thirteenth session).  A reader on another thread holds its
+ * own reference to what it read, so the float it holds is never changed
+ * under it; without the GIL this would not hold, and a new float is made. */
 static inline int
 set_float(PyObject *obj, Py_ssize_t off, double v)
 {
+#ifndef Py_GIL_DISABLED
+    PyObject *old = SLOT(obj, off);
+    if (LIKELY(old != NULL && PyFloat_CheckExact(old) && Py_REFCNT(old) == 1)) {
+        ((PyFloatObject *)old)->ob_fval = v;
+        return 0;
+    }
+#endif
     return set_slot(obj, off, PyFloat_FromDouble(v));
 }
 
@@ -294,6 +347,111 @@ bump(PyObject *list, Py_ssize_t i)
     PyList_SET_ITEM(list, i, next);
     Py_DECREF(item);
     return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Counts: a fixed number of counters in one C array, for the step-time
+ * histogram's buckets (metrics.py's LoopMetrics.fine and .counts).
+ *
+ * Why: in a list, counting a step replaces one int object with another (a
+ * release and an allocation, and the lines of both) in a list of a thousand
+ * pointers to ints spread over the heap; here it is an increment of one
+ * word.  From Python it is a sequence of ints (len, index, assignment,
+ * iteration), so metrics.py and the Python step hook read and write it the
+ * way they do a list.
+ */
+typedef struct {
+    PyObject_VAR_HEAD
+    unsigned long long n[1];
+} Counts;
+
+static PyTypeObject CountsType;
+
+static PyObject *
+counts_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t size;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        PyErr_SetString(PyExc_TypeError, "Counts() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "n:Counts", &size))
+        return NULL;
+    if (size < 0 || size > 1000000) {
+        PyErr_SetString(PyExc_ValueError, "Counts(size): size must be between 0 and 1,000,000");
+        return NULL;
+    }
+    Counts *self = (Counts *)type->tp_alloc(type, size);  /* zeroed */
+    return (PyObject *)self;
+}
+
+static Py_ssize_t
+counts_len(PyObject *self)
+{
+    return Py_SIZE(self);
+}
+
+static PyObject *
+counts_item(PyObject *self, Py_ssize_t i)
+{
+    if (i < 0 || i >= Py_SIZE(self)) {
+        PyErr_SetString(PyExc_IndexError, "Counts index out of range");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(((Counts *)self)->n[i]);
+}
+
+static int
+counts_ass_item(PyObject *self, Py_ssize_t i, PyObject *v)
+{
+    if (i < 0 || i >= Py_SIZE(self)) {
+        PyErr_SetString(PyExc_IndexError, "Counts assignment index out of range");
+        return -1;
+    }
+    if (v == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Counts items cannot be deleted");
+        return -1;
+    }
+    unsigned long long k = PyLong_AsUnsignedLongLong(v);
+    if (k == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    ((Counts *)self)->n[i] = k;
+    return 0;
+}
+
+static PyObject *
+counts_repr(PyObject *self)
+{
+    return PyUnicode_FromFormat("<Counts of %zd buckets>", Py_SIZE(self));
+}
+
+static PySequenceMethods counts_as_sequence = {
+    .sq_length = counts_len,
+    .sq_item = counts_item,
+    .sq_ass_item = counts_ass_item,
+};
+
+static PyTypeObject CountsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "loopscope.agent._speedups.Counts",
+    .tp_doc = "Counts(size): size counters, zero, as a sequence of ints (the step histogram's buckets).",
+    .tp_basicsize = offsetof(Counts, n),
+    .tp_itemsize = sizeof(unsigned long long),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_as_sequence = &counts_as_sequence,
+    .tp_repr = counts_repr,
+    .tp_new = counts_new,
+};
+
+/* counts[i] += 1, for a Counts or a list of ints */
+static inline int
+count_in(PyObject *counts, Py_ssize_t i)
+{
+    if (LIKELY(Py_IS_TYPE(counts, &CountsType) && i >= 0 && i < Py_SIZE(counts))) {
+        ((Counts *)counts)->n[i]++;
+        return 0;
+    }
+    return bump(counts, i);
 }
 
 static int
@@ -383,7 +541,7 @@ file_step(PyObject *m, const Py_ssize_t *mo, const Hist *h, PyObject *what, doub
 {
     double v;
     if (LIKELY(d < h->fine_limit))
-        return bump(SLOT(m, mo[M_FINE]), (Py_ssize_t)floor(d * 1e6));
+        return count_in(SLOT(m, mo[M_FINE]), (Py_ssize_t)floor(d * 1e6));
     /* bisect_right(BOUNDS, d) */
     Py_ssize_t lo = 0, hi = h->nbounds;
     while (lo < hi) {
@@ -393,7 +551,7 @@ file_step(PyObject *m, const Py_ssize_t *mo, const Hist *h, PyObject *what, doub
         else
             lo = mid + 1;
     }
-    if (bump(SLOT(m, mo[M_COUNTS]), lo) < 0)
+    if (count_in(SLOT(m, mo[M_COUNTS]), lo) < 0)
         return -1;
     if (get_double(m, mo[M_STEP_MAX], "step_max", &v) < 0)
         return -1;
@@ -446,7 +604,7 @@ keep_clean_end(PyObject *budget, PyObject *hooks, PyObject *clean_end, PyObject 
         else if ((want = PyObject_RichCompareBool(b, zero, Py_GT)) < 0)
             return -1;
     }
-    if (!want && (want = hook_on(hooks, s_unregister)) <= 0)
+    if (!want && (want = hook_on(hooks, HOOK_UNREGISTER, s_unregister)) <= 0)
         return want;
     PyObject *r = PyObject_CallFunctionObjArgs(clean_end, task, now, NULL);
     if (r == NULL)
@@ -574,6 +732,45 @@ handle_slot(StepRun *self, PyObject *handle, int slots, int i, PyObject *name)
     return PyObject_GetAttr(handle, name);
 }
 
+/* Bumped by metrics_moved() whenever the agent sets or removes a loop's
+ * _loopscope_metrics: what the step hooks remember is then read again. */
+static unsigned long metrics_gen;
+
+/* The loop's _loopscope_metrics (1 and a new reference in *m, 0 if it has
+ * none, -1 on error), as a generic attribute lookup would find it.
+ *
+ * Why remembered: that lookup searches the loop's class hierarchy, then its
+ * instance values, on every step (~200 instructions and a dozen cache
+ * lines of the interpreter's).  The last few loops' metrics are kept with a
+ * weak reference to their loop, so a remembered entry is used only for that
+ * very loop while it lives (a dead loop's weak reference points to None,
+ * and a new loop at its address is not it), and only until the agent moves
+ * any loop's metrics (metrics_gen).  Never the loop's __dict__ (own_attr). */
+static inline int
+loop_metrics(StepRun *self, PyObject *loop, PyObject **m)
+{
+    size_t i = ((uintptr_t)loop >> 4) & (SEEN_N - 1);
+#ifndef Py_GIL_DISABLED
+    PyObject *wr = self->seen[2 * i];
+    if (LIKELY(wr != NULL && ((PyWeakReference *)wr)->wr_object == loop && self->seen_gen[i] == metrics_gen)) {
+        *m = Py_NewRef(self->seen[2 * i + 1]);
+        return 1;
+    }
+#endif
+    int found = get_optional_attr(loop, s_metrics, m);
+    if (found == 1 && (PyObject *)Py_TYPE(*m) == self->metrics_cls) {
+        wr = PyWeakref_NewRef(loop, NULL);
+        if (wr == NULL) {
+            PyErr_Clear();  /* a loop without weak references: looked up each time */
+            return found;
+        }
+        Py_XSETREF(self->seen[2 * i], wr);
+        Py_XSETREF(self->seen[2 * i + 1], Py_NewRef(*m));
+        self->seen_gen[i] = metrics_gen;
+    }
+    return found;
+}
+
 /* Handle._run: steps.py's _run, line for line. */
 static PyObject *
 steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -591,7 +788,7 @@ steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     if (loop == NULL)
         return NULL;
     PyObject *m;
-    int found = get_optional_attr(loop, s_metrics, &m);
+    int found = loop_metrics(self, loop, &m);
     Py_DECREF(loop);
     if (found < 0)
         return NULL;
@@ -669,7 +866,7 @@ steprun_descr_get(PyObject *self, PyObject *obj, PyObject *type)
     return PyMethod_New(self, obj);
 }
 
-REFS_GC(steprun, StepRun, original, note_error)
+REFS_GC(steprun, StepRun, original, seen[2 * SEEN_N - 1])
 
 static int
 hist_init(Hist *h, double fine_limit, PyObject *bounds)
@@ -762,6 +959,7 @@ steprun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->clean_end = Py_NewRef(clean_end);
     self->budget = Py_NewRef(budget);
     self->hooks = Py_NewRef(hooks);
+    hooks_layout(hooks);
     self->note_error = Py_NewRef(note_error);
     return (PyObject *)self;
 }
@@ -1071,7 +1269,16 @@ static PyObject *eager_init_install(PyObject *mod, PyObject *args);
 
 static PyObject *code_cache_clear(PyObject *mod, PyObject *unused);
 
+static PyObject *
+metrics_moved(PyObject *mod, PyObject *unused)
+{
+    metrics_gen++;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"metrics_moved", metrics_moved, METH_NOARGS,
+     "metrics_moved(): a loop's _loopscope_metrics was set or removed (the step hooks read it again)."},
     {"registry_enable", registry_enable, METH_VARARGS,
      "registry_enable(base, classes, del_base) -> bool: list tasks of these classes from now on."},
     {"registry_add", registry_add, METH_O, "registry_add(task): list one of loopscope's tasks."},
@@ -1314,7 +1521,7 @@ track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
     if (n == NULL)
         return -1;
     Py_DECREF(n);
-    int want = hook_on(self->hooks, s_register);
+    int want = hook_on(self->hooks, HOOK_REGISTER, s_register);
     if (want < 0)
         return -1;
     if (want) {
@@ -1374,6 +1581,7 @@ track_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->link_of = Py_NewRef(link_of);
     self->bump = Py_NewRef(bumpf);
     self->hooks = Py_NewRef(hooks);
+    hooks_layout(hooks);
     self->note_error = Py_NewRef(note_error);
     return (PyObject *)self;
 }
@@ -1567,6 +1775,7 @@ taskdel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->clean_end = Py_NewRef(clean_end);
     self->budget = Py_NewRef(budget);
     self->hooks = Py_NewRef(hooks);
+    hooks_layout(hooks);
     self->note_error = Py_NewRef(note_error);
     return (PyObject *)self;
 }
@@ -1781,7 +1990,7 @@ eager_first_step(EagerInit *e, PyObject *task, PyObject *m, double n0, double t0
 static int
 eager_after(EagerInit *e, PyObject *task, PyObject *m, int ended, double t1)
 {
-    int want = hook_on(e->hooks, s_register);
+    int want = hook_on(e->hooks, HOOK_REGISTER, s_register);
     if (want < 0)
         return -1;
     if (want) {
@@ -1915,6 +2124,7 @@ eagerinit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->clean_end = Py_NewRef(clean_end);
     self->budget = Py_NewRef(budget);
     self->hooks = Py_NewRef(hooks);
+    hooks_layout(hooks);
     self->note_error = Py_NewRef(note_error);
     return (PyObject *)self;
 }
@@ -1989,7 +2199,7 @@ PyInit__speedups(void)
     zero = PyLong_FromLong(0);
     fzero = PyFloat_FromDouble(0.0);
     if (zero == NULL || fzero == NULL || PyType_Ready(&StepRunType) < 0 || PyType_Ready(&TrackType) < 0
-        || PyType_Ready(&TaskDelType) < 0 || PyType_Ready(&EagerInitType) < 0)
+        || PyType_Ready(&TaskDelType) < 0 || PyType_Ready(&EagerInitType) < 0 || PyType_Ready(&CountsType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&speedups_module);
     if (mod == NULL)
@@ -2011,6 +2221,11 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObject(mod, "EagerInit", Py_NewRef((PyObject *)&EagerInitType)) < 0) {
         Py_DECREF(&EagerInitType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    if (PyModule_AddObject(mod, "Counts", Py_NewRef((PyObject *)&CountsType)) < 0) {
+        Py_DECREF(&CountsType);
         Py_DECREF(mod);
         return NULL;
     }

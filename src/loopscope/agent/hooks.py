@@ -54,8 +54,12 @@ class Hooks:
 
     ``register``/``enter``/``leave``/``unregister`` are tuples of bound
     callables, rebuilt on every change, so the hot paths iterate a tuple
-    without locking and see either the old or the new set.
+    without locking and see either the old or the new set.  They are slots:
+    the compiled parts read ``register`` and ``unregister`` at their offsets
+    for every task.
     """
+
+    __slots__ = ("_lock", "instruments", "register", "enter", "leave", "unregister", "on_change")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -24,7 +24,15 @@ from .introspect import frames_of_thread
 from .metrics import LoopMetrics
 from . import spawn
 from .taskindex import INDEX
-from .tracker import Tracker, is_our_factory, make_factory
+from .tracker import Tracker, _speedups, is_our_factory, make_factory
+
+
+def metrics_moved() -> None:
+    """Tell the compiled step hooks that a loop's ``_loopscope_metrics``
+    changed: they remember the last few loops' (``_speedups.c``,
+    ``loop_metrics``)."""
+    if _speedups is not None:
+        _speedups.metrics_moved()
 
 _monotonic = time.monotonic
 
@@ -99,7 +107,11 @@ class LoopRegistry:
             st = LoopState(loop)
             self._states[id(loop)] = st
         st.hooked = self.steps_hooked and isinstance(loop, base_events.BaseEventLoop)
-        st.metrics = LoopMetrics(slow=self.config.slow_step, series=self.config.series_seconds, exact=st.hooked)
+        compiled = _speedups is not None and self.config.speedups
+        st.metrics = LoopMetrics(
+            slow=self.config.slow_step, series=self.config.series_seconds, exact=st.hooked,
+            counter=_speedups.Counts if compiled else None,
+        )
         self.tracker.metrics[id(loop)] = st.metrics
         if st.hooked:
             try:
@@ -107,6 +119,7 @@ class LoopRegistry:
             except (AttributeError, TypeError):
                 st.hooked = False
                 st.metrics.exact = False
+            metrics_moved()
         current = real_factory(loop)
         if not is_our_factory(current):
             st.inner_factory = current
@@ -186,6 +199,7 @@ class LoopRegistry:
                     delattr(loop, attr)
                 except (AttributeError, TypeError):
                     pass
+            metrics_moved()
         with self._lock:
             self._states.clear()
         self.tracker.metrics.clear()

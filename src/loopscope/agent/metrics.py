@@ -28,6 +28,7 @@ import threading
 import time
 import weakref
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import Any
 
 _floor = math.floor
@@ -171,11 +172,15 @@ class LoopMetrics:
         "__weakref__",
     )
 
-    def __init__(self, *, slow: float, history: int = 100, series: int = 600, exact: bool = True) -> None:
+    def __init__(
+        self, *, slow: float, history: int = 100, series: int = 600, exact: bool = True, counter: Callable[[int], Any] | None = None
+    ) -> None:
         self.busy = 0.0
         self.nested = 0.0
-        self.fine = new_fine()
-        self.counts = new_counts()
+        # the histogram's buckets: lists, or with the compiled step hook its
+        # Counts (one C array each, the same sequence of ints from Python)
+        self.fine: Any = new_fine() if counter is None else counter(FINE_BUCKETS)
+        self.counts: Any = new_counts() if counter is None else counter(len(BOUNDS) + 1)
         self.step_max = 0.0
         self.slow = slow if slow > 0 else float("inf")
         self.done = 0
