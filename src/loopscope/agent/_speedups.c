@@ -47,10 +47,10 @@ static PyObject *s_PENDING, *s_FINISHED, *s_self, *zero, *fzero;
  * descriptors when a StepRun is made. */
 enum { M_BUSY, M_NESTED, M_FINE, M_COUNTS, M_STEP_MAX, M_SLOW, M_DONE, M_N };
 static const char *m_names[M_N] = {"busy", "nested", "fine", "counts", "step_max", "slow", "done"};
-enum { T_STEPS, T_LAST, T_FIRST, T_CREATED, T_BUSY, T_LONGEST, T_CANCEL, T_N };
+enum { T_CANCEL, T_N };
 enum { H_LOOP, H_CALLBACK, H_ARGS, H_CONTEXT, H_N };
 static const char *h_names[H_N] = {"_loop", "_callback", "_args", "_context"};
-static const char *t_names[T_N] = {"_ls_steps", "_ls_last", "_ls_first", "_ls_created", "_ls_busy", "_ls_longest", "_ls_cancel"};
+static const char *t_names[T_N] = {"_ls_cancel"};  /* the rest are the task's Times */
 
 /* A getset descriptor's C getter (see cget_of). */
 typedef struct {
@@ -71,6 +71,14 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
+    /* what every step reads first, together in as few cache lines as can be */
+    Py_ssize_t h_off[H_N];
+    PyObject *seen_loop[SEEN_N];  /* borrowed, compared only (loop_metrics) */
+    unsigned long seen_gen[SEEN_N];
+    Py_ssize_t m_off[M_N];
+    Py_ssize_t t_off[T_N];
+    Py_ssize_t ended_off;       /* eager_cls's _ls_ended */
+    CGet g_state, g_exception;  /* cls's _state and _exception */
     PyObject *original;   /* asyncio's Handle._run, for loops we do not watch */
     PyObject *report;     /* steps._report(handle, exc) */
     PyObject *step_type, *wakeup_type;
@@ -81,16 +89,11 @@ typedef struct {
     PyObject *budget;     /* a one-element list: the done ring's budget */
     PyObject *hooks;      /* loopscope.hooks.HOOKS: .unregister */
     PyObject *note_error;
+    PyObject *handle_sub; /* the last subclass of Handle seen (TimerHandle) */
     /* The metrics of the loops this hook saw last (see loop_metrics), by
      * pairs: a weak reference to the loop, its metrics. */
     PyObject *seen[2 * SEEN_N];
-    unsigned long seen_gen[SEEN_N];
-    Hist hist;
-    CGet g_state, g_exception;  /* cls's _state and _exception */
-    Py_ssize_t ended_off;       /* eager_cls's _ls_ended */
-    Py_ssize_t m_off[M_N];
-    Py_ssize_t t_off[T_N];
-    Py_ssize_t h_off[H_N];
+    Hist hist;  /* its bounds are read by steps over FINE_LIMIT only */
 } StepRun;
 
 static inline double
@@ -454,6 +457,149 @@ count_in(PyObject *counts, Py_ssize_t i)
     return bump(counts, i);
 }
 
+/* ------------------------------------------------------------------------
+ * TaskTimes: the per-step numbers of a task (its steps, busy time, longest
+ * step, last step, first step's delay, creation time) as C fields inside the
+ * task object, for a class between asyncio.Task and loopscope's task classes
+ * (task_base).
+ *
+ * Why: a step updates four of them.  As slots holding Python numbers that
+ * was reading and writing four objects spread over the heap, each its own
+ * data cache line, with the code of their checks, on every step; on a
+ * server nothing of that stays cached between two steps (BENCHMARKS.md,
+ * thirteenth session).  Here it is a few stores into the task itself.
+ *
+ * From Python the fields are attributes of the same names as the slots they
+ * replace, and behave as those slots did: an unset one raises
+ * AttributeError, `del` unsets it, `_ls_first` may be None.  So the Python
+ * readers, the Python step hook and tracker.py's Python creation record are
+ * the same code whichever class their task has.
+ */
+enum { F_CREATED, F_FIRST, F_LAST, F_BUSY, F_LONGEST, F_STEPS, F_N };
+static const char *f_names[F_N] = {"_ls_created", "_ls_first", "_ls_last", "_ls_busy", "_ls_longest", "_ls_steps"};
+#define F_BIT(f) (1u << (f))
+#define FIRST_NONE (1u << F_N)  /* _ls_first is None (no step yet) */
+
+typedef struct {
+    double v[F_STEPS];  /* indexed by F_CREATED .. F_LONGEST */
+    Py_ssize_t steps;
+    unsigned int set;   /* F_BIT(f) when field f is set, and FIRST_NONE */
+} Times;
+
+static PyTypeObject *times_type; /* made by task_base, once */
+static Py_ssize_t times_off;     /* where Times is in an instance of it */
+
+static inline Times *
+times_of(PyObject *task)
+{
+    return (Times *)((char *)task + times_off);
+}
+
+static PyObject *
+times_get(PyObject *task, void *closure)
+{
+    int f = (int)(intptr_t)closure;
+    Times *t = times_of(task);
+    if (!(t->set & F_BIT(f))) {
+        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'", Py_TYPE(task)->tp_name, f_names[f]);
+        return NULL;
+    }
+    if (f == F_STEPS)
+        return PyLong_FromSsize_t(t->steps);
+    if (f == F_FIRST && (t->set & FIRST_NONE))
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(t->v[f]);
+}
+
+static int
+times_set(PyObject *task, PyObject *value, void *closure)
+{
+    int f = (int)(intptr_t)closure;
+    Times *t = times_of(task);
+    if (value == NULL) {
+        t->set &= ~(F_BIT(f) | (f == F_FIRST ? FIRST_NONE : 0));
+        return 0;
+    }
+    if (f == F_STEPS) {
+        Py_ssize_t n = PyLong_AsSsize_t(value);
+        if (n == -1 && PyErr_Occurred())
+            return -1;
+        t->steps = n;
+    }
+    else if (f == F_FIRST && value == Py_None)
+        t->set |= FIRST_NONE;
+    else {
+        double d = PyFloat_AsDouble(value);
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+        t->v[f] = d;
+        if (f == F_FIRST)
+            t->set &= ~FIRST_NONE;
+    }
+    t->set |= F_BIT(f);
+    return 0;
+}
+
+#define TIMES_GETSET(f) {(char *)0, times_get, times_set, NULL, (void *)(intptr_t)(f)}
+static PyGetSetDef times_getset[F_N + 1] = {
+    TIMES_GETSET(F_CREATED), TIMES_GETSET(F_FIRST), TIMES_GETSET(F_LAST), TIMES_GETSET(F_BUSY),
+    TIMES_GETSET(F_LONGEST), TIMES_GETSET(F_STEPS), {NULL},
+};
+
+/* task_base(base) -> the TaskTimes class derived from `base` (asyncio.Task),
+ * made on the first call; None for another base afterwards (one per
+ * process: the compiled parts read every task's Times at one offset). */
+static PyObject *
+task_base(PyObject *mod, PyObject *base)
+{
+    if (!PyType_Check(base) || !(((PyTypeObject *)base)->tp_flags & Py_TPFLAGS_BASETYPE)
+        || ((PyTypeObject *)base)->tp_itemsize != 0) {
+        PyErr_SetString(PyExc_TypeError, "task_base(base): base must be a class that can be subclassed, of fixed size");
+        return NULL;
+    }
+    if (times_type != NULL) {
+        if (times_type->tp_base == (PyTypeObject *)base)
+            return Py_NewRef((PyObject *)times_type);
+        Py_RETURN_NONE;
+    }
+    for (int f = 0; f < F_N; f++)
+        times_getset[f].name = f_names[f];
+    Py_ssize_t off = (((PyTypeObject *)base)->tp_basicsize + 7) & ~(Py_ssize_t)7;
+    PyType_Slot slots[] = {
+        {Py_tp_getset, times_getset},
+        {Py_tp_doc, "asyncio.Task with loopscope's per-step numbers as C fields (agent/_speedups.c, TaskTimes)."},
+        {0, NULL},
+    };
+    PyType_Spec spec = {
+        .name = "loopscope.agent._speedups.TaskTimes",
+        .basicsize = (int)(off + (Py_ssize_t)sizeof(Times)),
+        .itemsize = 0,
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+        .slots = slots,
+    };
+    PyObject *bases = PyTuple_Pack(1, base);
+    if (bases == NULL)
+        return NULL;
+    PyObject *tp = PyType_FromSpecWithBases(&spec, bases);
+    Py_DECREF(bases);
+    if (tp == NULL)
+        return NULL;
+    times_type = (PyTypeObject *)Py_NewRef(tp);
+    times_off = off;
+    return tp;
+}
+
+/* Whether tasks of `cls` carry Times (its class derives from TaskTimes);
+ * TypeError if not. */
+static int
+has_times(PyObject *cls)
+{
+    if (times_type != NULL && PyType_Check(cls) && PyType_IsSubtype((PyTypeObject *)cls, times_type))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%R does not derive from task_base()'s class", cls);
+    return -1;
+}
+
 static int
 member_offset(PyObject *cls, const char *name, Py_ssize_t *out)
 {
@@ -650,34 +796,34 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
     if (tt != self->cls && tt != self->eager_cls)
         return 0;
 
-    PyObject *steps = SLOT(task, to[T_STEPS]);
-    if (steps == NULL) {
+    Times *tm = times_of(task);
+    if (UNLIKELY(!(tm->set & F_BIT(F_STEPS)))) {
         PyErr_SetString(PyExc_AttributeError, "_ls_steps is not set");
         return -1;
     }
-    Py_ssize_t n = PyLong_AsSsize_t(steps);
-    if (n == -1 && PyErr_Occurred())
-        return -1;
-    if (set_float(task, to[T_LAST], t1) < 0)
-        return -1;
-    if (UNLIKELY(n == 0)) {
-        /* the other slots are first written here (tracker.make_track) */
-        double created;
-        if (get_double(task, to[T_CREATED], "_ls_created", &created) < 0)
+    tm->v[F_LAST] = t1;
+    tm->set |= F_BIT(F_LAST);
+    if (UNLIKELY(tm->steps == 0)) {
+        /* the others are first written here (tracker.make_track) */
+        if (!(tm->set & F_BIT(F_CREATED))) {
+            PyErr_SetString(PyExc_AttributeError, "_ls_created is not set");
             return -1;
-        if (set_float(task, to[T_FIRST], t0 - created) < 0 || set_slot(task, to[T_STEPS], PyLong_FromLong(1)) < 0
-            || set_float(task, to[T_BUSY], d) < 0 || set_float(task, to[T_LONGEST], d) < 0)
-            return -1;
+        }
+        tm->v[F_FIRST] = t0 - tm->v[F_CREATED];
+        tm->v[F_BUSY] = d;
+        tm->v[F_LONGEST] = d;
+        tm->steps = 1;
+        tm->set = (tm->set & ~FIRST_NONE) | F_BIT(F_FIRST) | F_BIT(F_BUSY) | F_BIT(F_LONGEST);
     }
     else {
-        if (set_slot(task, to[T_STEPS], PyLong_FromSsize_t(n + 1)) < 0)
+        if (UNLIKELY((tm->set & (F_BIT(F_BUSY) | F_BIT(F_LONGEST))) != (F_BIT(F_BUSY) | F_BIT(F_LONGEST)))) {
+            PyErr_SetString(PyExc_AttributeError, "_ls_busy or _ls_longest is not set");
             return -1;
-        if (get_double(task, to[T_BUSY], "_ls_busy", &v) < 0 || set_float(task, to[T_BUSY], v + d) < 0)
-            return -1;
-        if (get_double(task, to[T_LONGEST], "_ls_longest", &v) < 0)
-            return -1;
-        if (d > v && set_float(task, to[T_LONGEST], d) < 0)
-            return -1;
+        }
+        tm->steps++;
+        tm->v[F_BUSY] += d;
+        if (d > tm->v[F_LONGEST])
+            tm->v[F_LONGEST] = d;
     }
 
     PyObject *state = cget(&self->g_state, task, s_state);
@@ -732,42 +878,60 @@ handle_slot(StepRun *self, PyObject *handle, int slots, int i, PyObject *name)
     return PyObject_GetAttr(handle, name);
 }
 
-/* Bumped by metrics_moved() whenever the agent sets or removes a loop's
- * _loopscope_metrics: what the step hooks remember is then read again. */
+/* Bumped whenever the agent sets or removes a loop's _loopscope_metrics
+ * (metrics_moved()) and when a loop a step hook remembers dies (loop_gone,
+ * the callback of the weak reference the hook keeps to it): what the step
+ * hooks remember is then read again. */
 static unsigned long metrics_gen;
+static PyObject *loop_gone_cb;
+
+static PyObject *
+loop_gone(PyObject *mod, PyObject *wr)
+{
+    metrics_gen++;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef loop_gone_def = {"_loop_gone", loop_gone, METH_O, NULL};
 
 /* The loop's _loopscope_metrics (1 and a new reference in *m, 0 if it has
- * none, -1 on error), as a generic attribute lookup would find it.
+ * none, -1 on error), as a generic attribute lookup would find it.  `loop`
+ * is borrowed from the handle.
  *
  * Why remembered: that lookup searches the loop's class hierarchy, then its
  * instance values, on every step (~200 instructions and a dozen cache
- * lines of the interpreter's).  The last few loops' metrics are kept with a
- * weak reference to their loop, so a remembered entry is used only for that
- * very loop while it lives (a dead loop's weak reference points to None,
- * and a new loop at its address is not it), and only until the agent moves
- * any loop's metrics (metrics_gen).  Never the loop's __dict__ (own_attr). */
+ * lines of the interpreter's).  The last few loops' metrics are kept by the
+ * loop's address, with a weak reference to the loop whose callback
+ * forgets them all when it dies, so that a new loop at its address is not
+ * taken for it; and only until the agent moves any loop's metrics
+ * (metrics_gen).  The check reads nothing but the hook's own fields.  Never
+ * the loop's __dict__ (own_attr). */
 static inline int
 loop_metrics(StepRun *self, PyObject *loop, PyObject **m)
 {
     size_t i = ((uintptr_t)loop >> 4) & (SEEN_N - 1);
 #ifndef Py_GIL_DISABLED
-    PyObject *wr = self->seen[2 * i];
-    if (LIKELY(wr != NULL && ((PyWeakReference *)wr)->wr_object == loop && self->seen_gen[i] == metrics_gen)) {
+    if (LIKELY(self->seen_loop[i] == loop && self->seen_gen[i] == metrics_gen)) {
         *m = Py_NewRef(self->seen[2 * i + 1]);
         return 1;
     }
 #endif
+    Py_INCREF(loop);  /* the lookup may run the loop's code, which may drop the handle's */
     int found = get_optional_attr(loop, s_metrics, m);
     if (found == 1 && (PyObject *)Py_TYPE(*m) == self->metrics_cls) {
-        wr = PyWeakref_NewRef(loop, NULL);
-        if (wr == NULL) {
+        unsigned long gen = metrics_gen;
+        PyObject *wr = PyWeakref_NewRef(loop, loop_gone_cb);
+        if (wr == NULL)
             PyErr_Clear();  /* a loop without weak references: looked up each time */
-            return found;
+        else {
+            self->seen_loop[i] = NULL;
+            Py_XSETREF(self->seen[2 * i], wr);  /* the old one's callback is gone with it */
+            Py_XSETREF(self->seen[2 * i + 1], Py_NewRef(*m));
+            self->seen_loop[i] = loop;
+            self->seen_gen[i] = gen;
         }
-        Py_XSETREF(self->seen[2 * i], wr);
-        Py_XSETREF(self->seen[2 * i + 1], Py_NewRef(*m));
-        self->seen_gen[i] = metrics_gen;
     }
+    Py_DECREF(loop);
     return found;
 }
 
@@ -783,13 +947,23 @@ steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     PyObject *handle = args[0];
     /* a Handle's slots at their offsets (a generic attribute lookup each
      * costs more than the rest of a step's accounting) */
-    int slots = PyObject_TypeCheck(handle, (PyTypeObject *)self->handle_cls);
-    PyObject *loop = handle_slot(self, handle, slots, H_LOOP, s_loop);
-    if (loop == NULL)
-        return NULL;
+    PyObject *ht = (PyObject *)Py_TYPE(handle);
+    int slots = ht == self->handle_cls || ht == self->handle_sub;
+    if (UNLIKELY(!slots) && PyType_IsSubtype((PyTypeObject *)ht, (PyTypeObject *)self->handle_cls)) {
+        Py_XSETREF(self->handle_sub, Py_NewRef(ht));
+        slots = 1;
+    }
+    PyObject *loop = slots ? SLOT(handle, self->h_off[H_LOOP]) : NULL;  /* borrowed: the handle holds it */
     PyObject *m;
-    int found = loop_metrics(self, loop, &m);
-    Py_DECREF(loop);
+    int found;
+    if (LIKELY(loop != NULL))
+        found = loop_metrics(self, loop, &m);
+    else {
+        if ((loop = PyObject_GetAttr(handle, s_loop)) == NULL)
+            return NULL;
+        found = loop_metrics(self, loop, &m);
+        Py_DECREF(loop);
+    }
     if (found < 0)
         return NULL;
     if (UNLIKELY(found == 0))
@@ -866,7 +1040,7 @@ steprun_descr_get(PyObject *self, PyObject *obj, PyObject *type)
     return PyMethod_New(self, obj);
 }
 
-REFS_GC(steprun, StepRun, original, seen[2 * SEEN_N - 1])
+REFS_GC(steprun, StepRun, original, seen[2 * SEEN_N - 1])  /* handle_sub and seen are last */
 
 static int
 hist_init(Hist *h, double fine_limit, PyObject *bounds)
@@ -924,6 +1098,8 @@ steprun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "budget must be a list");
         return NULL;
     }
+    if (has_times(cls) < 0)
+        return NULL;
     StepRun *self = (StepRun *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -1277,6 +1453,8 @@ metrics_moved(PyObject *mod, PyObject *unused)
 }
 
 static PyMethodDef module_methods[] = {
+    {"task_base", task_base, METH_O,
+     "task_base(asyncio.Task) -> the class with loopscope's per-step numbers as C fields (None: made for another base)."},
     {"metrics_moved", metrics_moved, METH_NOARGS,
      "metrics_moved(): a loop's _loopscope_metrics was set or removed (the step hooks read it again)."},
     {"registry_enable", registry_enable, METH_VARARGS,
@@ -1308,9 +1486,8 @@ static PyMethodDef module_methods[] = {
  * uses, so both record exactly the same.
  */
 
-enum { K_CANCEL, K_STEPS, K_FIRST, K_CODE, K_LASTI, K_CREATED, K_LINK, K_PLINK, K_N };
-static const char *k_names[K_N] = {"_ls_cancel", "_ls_steps", "_ls_first", "_ls_code", "_ls_lasti",
-                                   "_ls_created", "_ls_link", "_ls_plink"};
+enum { K_CANCEL, K_CODE, K_LASTI, K_LINK, K_PLINK, K_N };
+static const char *k_names[K_N] = {"_ls_cancel", "_ls_code", "_ls_lasti", "_ls_link", "_ls_plink"};
 
 typedef struct {
     PyObject_HEAD
@@ -1485,8 +1662,11 @@ track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
         reg_add(task);
     if (set_slot(task, o[K_CANCEL], Py_NewRef(Py_None)) < 0)
         return -1;
-    if (self->timed && (set_slot(task, o[K_STEPS], Py_NewRef(zero)) < 0 || set_slot(task, o[K_FIRST], Py_NewRef(Py_None)) < 0))
-        return -1;
+    Times *tm = times_of(task);
+    if (self->timed) {
+        tm->steps = 0;
+        tm->set |= F_BIT(F_STEPS) | F_BIT(F_FIRST) | FIRST_NONE;
+    }
     PyObject *site = site_frame(self, f);
     if (site == NULL)
         return -1;
@@ -1512,10 +1692,8 @@ track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
     }
     set_slot(task, o[K_CODE], code);
     set_slot(task, o[K_LASTI], lasti);
-    if (set_float(task, o[K_CREATED], monotonic()) < 0) {
-        Py_DECREF(link);
-        return -1;
-    }
+    tm->v[F_CREATED] = monotonic();
+    tm->set |= F_BIT(F_CREATED);
     set_slot(task, o[K_LINK], link);  /* last: origin_of reads it first */
     PyObject *n = PyObject_CallNoArgs(self->bump);
     if (n == NULL)
@@ -1562,6 +1740,8 @@ track_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "cls must be a class and skip a dict");
         return NULL;
     }
+    if (has_times(cls) < 0)
+        return NULL;
     Track *self = (Track *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -1813,11 +1993,9 @@ static PyTypeObject TaskDelType = {
  * class's `_ls_eager_init` attribute.
  */
 
-enum { E_CANCEL, E_ENDED, E_STEPS, E_BUSY, E_LONGEST, E_FIRST, E_LAST, E_CORO_NAME, E_NAME_CELL,
-       E_CODE, E_LASTI, E_CREATED, E_LINK, E_PLINK, E_N };
-static const char *e_names[E_N] = {"_ls_cancel", "_ls_ended", "_ls_steps", "_ls_busy", "_ls_longest", "_ls_first",
-                                   "_ls_last", "_ls_coro_name", "_ls_name_cell", "_ls_code", "_ls_lasti",
-                                   "_ls_created", "_ls_link", "_ls_plink"};
+enum { E_CANCEL, E_ENDED, E_CORO_NAME, E_NAME_CELL, E_CODE, E_LASTI, E_LINK, E_PLINK, E_N };
+static const char *e_names[E_N] = {"_ls_cancel", "_ls_ended", "_ls_coro_name", "_ls_name_cell", "_ls_code",
+                                   "_ls_lasti", "_ls_link", "_ls_plink"};  /* and the task's Times */
 
 typedef struct {
     PyObject_HEAD
@@ -1878,9 +2056,11 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
     int rc = -1;
     PyObject *name = NULL;
     /* floats are immutable: one 0.0 serves every task */
-    if (set_slot(task, o[E_CANCEL], Py_NewRef(Py_None)) < 0 || set_slot(task, o[E_ENDED], Py_NewRef(Py_False)) < 0
-        || set_slot(task, o[E_STEPS], Py_NewRef(zero)) < 0 || set_slot(task, o[E_BUSY], Py_NewRef(fzero)) < 0
-        || set_slot(task, o[E_LONGEST], Py_NewRef(fzero)) < 0 || set_slot(task, o[E_FIRST], Py_NewRef(Py_None)) < 0)
+    Times *tm = times_of(task);
+    tm->steps = 0;
+    tm->v[F_BUSY] = tm->v[F_LONGEST] = 0.0;
+    tm->set |= F_BIT(F_STEPS) | F_BIT(F_BUSY) | F_BIT(F_LONGEST) | F_BIT(F_FIRST) | FIRST_NONE;
+    if (set_slot(task, o[E_CANCEL], Py_NewRef(Py_None)) < 0 || set_slot(task, o[E_ENDED], Py_NewRef(Py_False)) < 0)
         goto done;
     if (coro != NULL) {
         if (e->g_qualname.get != NULL && Py_IS_TYPE(coro, &PyCoro_Type)) {
@@ -1920,10 +2100,8 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
         }
     }
     Py_DECREF(site);
-    if (set_float(task, o[E_CREATED], monotonic()) < 0) {
-        Py_DECREF(link);
-        goto done;
-    }
+    tm->v[F_CREATED] = monotonic();
+    tm->set |= F_BIT(F_CREATED);
     set_slot(task, o[E_LINK], link);  /* last: origin_of reads it first */
     rc = 0;
     int eager = start == NULL ? 0 : PyObject_IsTrue(start);
@@ -1959,7 +2137,7 @@ done:
 static int
 eager_first_step(EagerInit *e, PyObject *task, PyObject *m, double n0, double t0, double t1)
 {
-    Py_ssize_t *o = e->off, *mo = e->m_off;
+    Py_ssize_t *mo = e->m_off;
     double nested;
     if (get_double(m, mo[M_NESTED], "nested", &nested) < 0)
         return -1;
@@ -1969,14 +2147,12 @@ eager_first_step(EagerInit *e, PyObject *task, PyObject *m, double n0, double t0
         d = 0.0;
     if (set_float(m, mo[M_NESTED], n0 + (t1 - t0)) < 0 || file_step(m, mo, &e->hist, task, t0, d) < 0)
         return -1;
-    PyObject *pd = PyFloat_FromDouble(d);
-    if (pd == NULL)
-        return -1;
-    set_slot(task, o[E_BUSY], Py_NewRef(pd));
-    set_slot(task, o[E_LONGEST], pd);
-    if (set_slot(task, o[E_STEPS], PyLong_FromLong(1)) < 0 || set_slot(task, o[E_FIRST], Py_NewRef(fzero)) < 0
-        || set_float(task, o[E_LAST], t1) < 0)
-        return -1;
+    Times *tm = times_of(task);
+    tm->v[F_BUSY] = tm->v[F_LONGEST] = d;
+    tm->v[F_FIRST] = 0.0;
+    tm->v[F_LAST] = t1;
+    tm->steps = 1;
+    tm->set = (tm->set & ~FIRST_NONE) | F_BIT(F_STEPS) | F_BIT(F_BUSY) | F_BIT(F_LONGEST) | F_BIT(F_FIRST) | F_BIT(F_LAST);
     PyObject *state = cget(&e->g_state, task, s_state);
     if (state == NULL)
         return -1;
@@ -2095,6 +2271,8 @@ eagerinit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "skip must be a dict and budget a list");
         return NULL;
     }
+    if (has_times(cls) < 0)
+        return NULL;
     EagerInit *self = (EagerInit *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -2198,6 +2376,9 @@ PyInit__speedups(void)
         return NULL;
     zero = PyLong_FromLong(0);
     fzero = PyFloat_FromDouble(0.0);
+    loop_gone_cb = PyCFunction_New(&loop_gone_def, NULL);
+    if (loop_gone_cb == NULL)
+        return NULL;
     if (zero == NULL || fzero == NULL || PyType_Ready(&StepRunType) < 0 || PyType_Ready(&TrackType) < 0
         || PyType_Ready(&TaskDelType) < 0 || PyType_Ready(&EagerInitType) < 0 || PyType_Ready(&CountsType) < 0)
         return NULL;

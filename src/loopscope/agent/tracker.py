@@ -628,13 +628,21 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     tracker.note_end = note_end
     tracker.clean_end = clean_end
 
-    class TrackedTask(_Task):  # type: ignore[misc,valid-type]
+    # the compiled parts, only where asyncio.Task is the C one
+    compiled = _speedups is not None and cfg.speedups and isinstance(_Task.__dict__.get("__del__"), WrapperDescriptorType)
+    # With them, the per-step numbers are C fields of a class between
+    # asyncio.Task and ours (_speedups.c, TaskTimes), read and written from
+    # Python under the same names, with the same behaviour, as these slots.
+    base = _speedups.task_base(_Task) if compiled else None
+    if base is None:
+        compiled = False
+        base = _Task
+    times = () if compiled else ("_ls_created", "_ls_steps", "_ls_busy", "_ls_longest", "_ls_first", "_ls_last")
+
+    class TrackedTask(base):  # type: ignore[misc,valid-type]
         """asyncio.Task with a few slots; behaves exactly like asyncio.Task."""
 
-        __slots__ = (
-            "_ls_code", "_ls_lasti", "_ls_created", "_ls_link", "_ls_origin", "_ls_plink",
-            "_ls_cancel", "_ls_steps", "_ls_busy", "_ls_longest", "_ls_first", "_ls_last",
-        )
+        __slots__ = ("_ls_code", "_ls_lasti", "_ls_link", "_ls_origin", "_ls_plink", "_ls_cancel", *times)
         _ls_name_cell = None  # eager tasks have a slot of that name
         _ls_eager = False
 
@@ -690,8 +698,6 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
             ended_cls=ended_cls,
         )
 
-    # the compiled parts, only where asyncio.Task is the C one
-    compiled = _speedups is not None and cfg.speedups and isinstance(_Task.__dict__.get("__del__"), WrapperDescriptorType)
     if compiled:
         DelTrackedTask.__del__ = compiled_del(None)  # type: ignore[method-assign]
 
