@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 import pytest
 
@@ -388,3 +389,29 @@ def test_the_compiled_histogram_buckets_behave_as_a_list_of_ints():
         del counts[0]
     with pytest.raises(ValueError):
         steps._speedups.Counts(-1)
+
+
+@pytest.mark.skipif(steps._speedups is None, reason="the compiled parts were not built here (no C compiler when loopscope was installed)")
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11's asyncio.Task is a static type: its methods look no module up")
+def test_our_task_classes_name_asyncios_module_as_their_own():
+    """asyncio's C task methods find their module with
+    PyType_GetModuleByDef(type(task)); our classes name the very module the
+    walk up their MRO would find, so the lookup ends at the task's class."""
+    import ctypes
+
+    get_module = ctypes.pythonapi.PyType_GetModule
+    get_module.restype, get_module.argtypes = ctypes.py_object, [ctypes.py_object]
+    asyncio_module = get_module(asyncio.Task)
+
+    async def main() -> list[type]:
+        plain = asyncio.create_task(asyncio.sleep(0))
+        eager = asyncio.get_running_loop().create_task(asyncio.sleep(0), eager_start=True) if sys.version_info >= (3, 14) else plain
+        await asyncio.gather(plain, eager)
+        return [type(plain), type(eager)]
+
+    with loopscope.installed(server=False, dump_signal="") as agent:
+        classes = asyncio.run(main())
+        classes += [agent.tracker.task_class, agent.tracker.eager_task_class, agent.tracker.del_task_class]
+        for cls in classes:
+            assert get_module(cls) is asyncio_module, cls.__mro__
+            assert cls.__mro__[-3] is asyncio.Task

@@ -589,6 +589,39 @@ task_base(PyObject *mod, PyObject *base)
     return tp;
 }
 
+/* share_module(cls, base) -> bool: `cls` (one of loopscope's task classes)
+ * names `base`'s module (asyncio.Task's, _asyncio) as its own.
+ *
+ * Why: from 3.12 the C methods of a task find asyncio's module state with
+ * PyType_GetModuleByDef(type(task)), which looks at the task's class, then
+ * walks its MRO to the first class that names the module.  For an exact
+ * Task that is the first look; for EagerTrackedTask it is the fourth, with
+ * the cache lines of every class on the way, about ten times a request
+ * (BENCHMARKS.md, thirteenth session).  Naming the same module on our
+ * classes makes every lookup end at the first look, with the very module
+ * the walk would find.  Only a class that derives from `base`, that names
+ * no module yet, and whose base names one (3.12+; 3.11's Task is static
+ * and finds its state without a lookup); the class holds a reference to
+ * the module, released with the class (type_dealloc). */
+static PyObject *
+share_module(PyObject *mod, PyObject *args)
+{
+    PyObject *cls, *base;
+    if (!PyArg_ParseTuple(args, "O!O!:share_module", &PyType_Type, &cls, &PyType_Type, &base))
+        return NULL;
+    PyTypeObject *tp = (PyTypeObject *)cls, *bt = (PyTypeObject *)base;
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(bt->tp_flags & Py_TPFLAGS_HEAPTYPE) || !PyType_IsSubtype(tp, bt))
+        Py_RETURN_FALSE;
+    PyObject *module = ((PyHeapTypeObject *)bt)->ht_module;
+    PyHeapTypeObject *ht = (PyHeapTypeObject *)tp;
+    if (module == NULL || !PyModule_Check(module))
+        Py_RETURN_FALSE;
+    if (ht->ht_module != NULL)
+        return PyBool_FromLong(ht->ht_module == module);
+    ht->ht_module = Py_NewRef(module);
+    Py_RETURN_TRUE;
+}
+
 /* Whether tasks of `cls` carry Times (its class derives from TaskTimes);
  * TypeError if not. */
 static int
@@ -1453,6 +1486,8 @@ metrics_moved(PyObject *mod, PyObject *unused)
 }
 
 static PyMethodDef module_methods[] = {
+    {"share_module", share_module, METH_VARARGS,
+     "share_module(cls, base) -> bool: cls names base's module as its own (see _speedups.c)."},
     {"task_base", task_base, METH_O,
      "task_base(asyncio.Task) -> the class with loopscope's per-step numbers as C fields (None: made for another base)."},
     {"metrics_moved", metrics_moved, METH_NOARGS,

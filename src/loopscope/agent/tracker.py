@@ -871,6 +871,12 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
     for klass in (TrackedTask, DelTrackedTask, EagerTrackedTask):
         klass.__name__ = klass.__qualname__ = "Task"
         klass.__module__ = "loopscope.agent.tracker"
+        if compiled:
+            # asyncio's C methods then find their module state at the
+            # task's own class, not four classes up (_speedups.c)
+            _speedups.share_module(klass, _Task)
+    if compiled:
+        _speedups.share_module(base, _Task)
 
     # 3.14+: list our tasks where a query can read them without all_tasks
     # (taskindex.py).  Only with the compiled parts, and only where
@@ -1137,6 +1143,8 @@ def del_class_for(tracker: Tracker, loop: Any) -> type:
         return tracker.del_task_class
     klass = type(tracker.del_task_class)("Task", (tracker.del_task_class,), {"__slots__": (), "_ls_m": m})
     klass.__module__ = tracker.del_task_class.__module__
+    if _speedups is not None and tracker.config.speedups:
+        _speedups.share_module(klass, _Task)  # see _make_task_classes
     return klass
 
 
