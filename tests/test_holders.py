@@ -352,3 +352,40 @@ def test_a_callers_verdict_is_remembered_and_forgotten_with_the_library_dirs(age
     finally:
         P.LIBRARY_DIRS = before
         P._user_callers.clear()
+
+
+def test_the_compiled_and_the_python_constructor_record_the_same():
+    """The wrapped ``__init__`` exists compiled (_speedups.PrimInit) and in
+    Python; both must list the same objects at the same lines, including a
+    subclass that calls ``super().__init__()`` and what asyncio makes for
+    itself (not listed)."""
+    if P._speedups is None:
+        pytest.skip("the compiled parts were not built here (no C compiler when loopscope was installed)")
+
+    class MyLock(asyncio.Lock):
+        def __init__(self) -> None:
+            super().__init__()  # a subclass's chain
+            self.tag = "mine"
+
+    def make() -> list:
+        return [asyncio.Event(), asyncio.Event(), MyLock(), asyncio.Queue(), asyncio.Condition(), asyncio.Semaphore(2)]
+
+    def where(code, lasti) -> int | None:
+        return None if code is None else next((ln for s, e, ln in code.co_lines() if s <= lasti < e), None)
+
+    seen = {}
+    for compiled in (True, False):
+        with loopscope.installed(server=False, dump_signal="", speedups=compiled) as ag:
+            assert (type(locks.Event.__dict__["__init__"]) is P._speedups.PrimInit) == compiled
+            pt = ag.primitive_tracker
+            objs = make()
+            records = []
+            for o in objs:
+                kind, code, lasti, _t = pt.objects.get(o)
+                records.append((kind, code.co_name, where(code, lasti)))
+            records.append(objs[4]._lock in pt.objects)
+            assert objs[2].tag == "mine"
+            seen[compiled] = records
+            P._user_callers.clear()
+    assert seen[True] == seen[False]
+    assert seen[True][0][:2] == ("Event", "make") and seen[True][-1] is False

@@ -2385,6 +2385,166 @@ eager_init_install(PyObject *mod, PyObject *args)
     Py_RETURN_TRUE;
 }
 
+/* ------------------------------------------------------------------------
+ * PrimInit: the `__init__` primitives.py puts on asyncio's Lock, Semaphore,
+ * Event, Condition, Barrier and Queue (PrimitiveTracker._wrap_init),
+ * compiled: asyncio's own __init__, then the object recorded at its
+ * creator's line.
+ *
+ * Why: servers make primitives per request (uvicorn an asyncio.Event for
+ * each), and the Python wrapper costs a frame of its own, the arguments
+ * packed and unpacked again, and a dozen lookups, for every one.  Here the
+ * usual case, a creator already known to be user code
+ * (primitives._user_callers), is a few C calls; anything else goes to the
+ * Python `slow(obj, frame)`, which does what the Python wrapper does after
+ * its own fast path.  The record is the one the Python wrapper stores:
+ * registry[weakref(obj, pop)] = (kind, code, lasti, monotonic()).
+ */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *orig;         /* asyncio's __init__ */
+    PyObject *users;        /* primitives._user_callers: id(code) -> code */
+    PyObject *kinds;        /* primitives._kinds: class -> kind or None */
+    PyObject *registry;     /* the WeakRegistry's dict */
+    PyObject *pop;          /* its pop: the weak references' callback */
+    PyObject *slow;         /* slow(obj, frame): the rest of the Python wrapper */
+    PyObject *note_error;
+} PrimInit;
+
+static PyObject *
+priminit_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PrimInit *self = (PrimInit *)op;
+    PyObject *r = PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+    if (r == NULL)
+        return NULL;  /* asyncio's own error, as asyncio raised it */
+    Py_DECREF(r);
+    if (PyVectorcall_NARGS(nargsf) < 1)
+        Py_RETURN_NONE;  /* orig accepted no self?  then there is nothing to record */
+    PyObject *obj = args[0];
+    /* the caller: no frame of ours is between (a C call pushes none) */
+    PyFrameObject *frame = PyEval_GetFrame();
+    if (frame == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(frame);
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    PyObject *key = PyLong_FromVoidPtr(code), *known = NULL, *kind = NULL, *rc = NULL;
+    int done = 0;
+    if (key == NULL)
+        goto error;
+    known = PyDict_GetItemWithError(self->users, key);  /* borrowed */
+    Py_DECREF(key);
+    if (known == NULL && PyErr_Occurred())
+        goto error;
+    if (known == (PyObject *)code) {
+        kind = PyDict_GetItemWithError(self->kinds, (PyObject *)Py_TYPE(obj));  /* borrowed */
+        if (kind == NULL && PyErr_Occurred())
+            goto error;
+        if (kind != NULL) {
+            PyObject *name = kind != Py_None ? Py_NewRef(kind) : PyType_GetName(Py_TYPE(obj));
+            PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(frame));
+            PyObject *now = PyFloat_FromDouble(monotonic());
+            PyObject *record = name && lasti && now ? PyTuple_Pack(4, name, (PyObject *)code, lasti, now) : NULL;
+            Py_XDECREF(name);
+            Py_XDECREF(lasti);
+            Py_XDECREF(now);
+            if (record == NULL)
+                goto error;
+            PyObject *ref = PyWeakref_NewRef(obj, self->pop);
+            int bad = ref == NULL || PyDict_SetItem(self->registry, ref, record) < 0;
+            Py_XDECREF(ref);
+            Py_DECREF(record);
+            if (bad)
+                goto error;
+            done = 1;
+        }
+    }
+    if (!done) {
+        rc = PyObject_CallFunctionObjArgs(self->slow, obj, (PyObject *)frame, NULL);
+        if (rc == NULL)
+            goto error;
+        Py_DECREF(rc);
+    }
+    Py_DECREF(code);
+    Py_DECREF(frame);
+    Py_RETURN_NONE;
+error:
+    hand_over_error(self->note_error);  /* never into the program */
+    Py_DECREF(code);
+    Py_DECREF(frame);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+priminit_wrapped(PyObject *op, void *closure)
+{
+    return Py_NewRef(((PrimInit *)op)->orig);
+}
+
+/* __name__, __qualname__, __doc__ and __module__: the original's */
+static PyObject *
+priminit_orig_attr(PyObject *op, void *closure)
+{
+    return PyObject_GetAttrString(((PrimInit *)op)->orig, (const char *)closure);
+}
+
+static PyGetSetDef priminit_getset[] = {
+    {"__wrapped__", priminit_wrapped, NULL, "asyncio's own __init__.", NULL},
+    {"__name__", priminit_orig_attr, NULL, NULL, "__name__"},
+    {"__qualname__", priminit_orig_attr, NULL, NULL, "__qualname__"},
+    {"__doc__", priminit_orig_attr, NULL, NULL, "__doc__"},
+    {"__module__", priminit_orig_attr, NULL, NULL, "__module__"},
+    {NULL},
+};
+
+REFS_GC(priminit, PrimInit, orig, note_error)
+
+static PyObject *
+priminit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kw[] = {"orig", "users", "kinds", "registry", "pop", "slow", "note_error", NULL};
+    PyObject *orig, *users, *kinds, *registry, *pop, *slow, *note_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!O!O!O!OOO:PrimInit", kw, &PyFunction_Type, &orig, &PyDict_Type,
+                                     &users, &PyDict_Type, &kinds, &PyDict_Type, &registry, &pop, &slow, &note_error))
+        return NULL;
+    PrimInit *self = (PrimInit *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = priminit_vectorcall;
+    self->orig = Py_NewRef(orig);
+    self->users = Py_NewRef(users);
+    self->kinds = Py_NewRef(kinds);
+    self->registry = Py_NewRef(registry);
+    self->pop = Py_NewRef(pop);
+    self->slow = Py_NewRef(slow);
+    self->note_error = Py_NewRef(note_error);
+    return (PyObject *)self;
+}
+
+static PyObject *
+priminit_repr(PyObject *op)
+{
+    return PyUnicode_FromFormat("<loopscope-recorded %R>", ((PrimInit *)op)->orig);
+}
+
+static PyTypeObject PrimInitType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "loopscope.agent._speedups.PrimInit",
+    .tp_doc = "A primitive's __init__ with loopscope's creation record (agent/primitives.py's _wrap_init), compiled.",
+    .tp_basicsize = sizeof(PrimInit),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_vectorcall_offset = offsetof(PrimInit, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = steprun_descr_get,
+    .tp_getset = priminit_getset,
+    .tp_repr = priminit_repr,
+    .tp_traverse = (traverseproc)priminit_traverse,
+    .tp_clear = (inquiry)priminit_clear,
+    .tp_dealloc = gc_dealloc,
+    .tp_new = priminit_new,
+};
+
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT, "loopscope.agent._speedups",
     "The step hook compiled; see agent/steps.py for the same in Python.", -1, module_methods,
@@ -2415,7 +2575,8 @@ PyInit__speedups(void)
     if (loop_gone_cb == NULL)
         return NULL;
     if (zero == NULL || fzero == NULL || PyType_Ready(&StepRunType) < 0 || PyType_Ready(&TrackType) < 0
-        || PyType_Ready(&TaskDelType) < 0 || PyType_Ready(&EagerInitType) < 0 || PyType_Ready(&CountsType) < 0)
+        || PyType_Ready(&TaskDelType) < 0 || PyType_Ready(&EagerInitType) < 0 || PyType_Ready(&CountsType) < 0
+        || PyType_Ready(&PrimInitType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&speedups_module);
     if (mod == NULL)
@@ -2442,6 +2603,11 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObject(mod, "Counts", Py_NewRef((PyObject *)&CountsType)) < 0) {
         Py_DECREF(&CountsType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    if (PyModule_AddObject(mod, "PrimInit", Py_NewRef((PyObject *)&PrimInitType)) < 0) {
+        Py_DECREF(&PrimInitType);
         Py_DECREF(mod);
         return NULL;
     }

@@ -74,7 +74,7 @@ from collections.abc import Callable
 from types import CodeType, FunctionType
 from typing import Any
 
-from .tracker import _SKIP_DIRS, _is_skipped, _skip_cache
+from .tracker import _SKIP_DIRS, _is_skipped, _skip_cache, _speedups
 from .weakreg import WeakRegistry
 
 _monotonic = time.monotonic
@@ -714,6 +714,28 @@ class PrimitiveTracker:
         registry = self.objects.data
         pop = self.objects._pop
 
+        def slow(obj: Any, caller: Any) -> None:
+            """What the wrapper below does after its fast path (the
+            compiled one calls it for anything but that path)."""
+            try:
+                code = caller.f_code
+                hit = _anyio_verdicts.get(id(code))
+                # made by anyio code already judged (the asyncio.Event in
+                # every anyio Event): one lookup, not the walk
+                if hit is None or hit[1] == PLUMBING or id(code) in own_init_codes(type(obj)):
+                    pt.register(obj, caller)
+            except Exception as e:  # noqa: BLE001
+                pt.note_error(e)
+
+        if _speedups is not None and self.tracker.config.speedups and isinstance(orig, FunctionType):
+            # the same, compiled (_speedups.c, PrimInit): servers make a
+            # primitive per request (uvicorn an Event)
+            self._set(
+                cls, "__init__",
+                _speedups.PrimInit(orig=orig, users=_user_callers, kinds=_kinds, registry=registry, pop=pop, slow=slow, note_error=pt.note_error),
+            )
+            return
+
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             orig(self, *args, **kwargs)
             try:
@@ -726,13 +748,10 @@ class PrimitiveTracker:
                     if kind is not _NO_KIND:
                         registry[_ref(self, pop)] = (kind or type(self).__name__, code, caller.f_lasti, _monotonic())
                         return
-                hit = _anyio_verdicts.get(id(code))
-                # made by anyio code already judged (the asyncio.Event in
-                # every anyio Event): one lookup, not the walk
-                if hit is None or hit[1] == PLUMBING or id(code) in own_init_codes(type(self)):
-                    pt.register(self, caller)
             except Exception as e:  # noqa: BLE001
                 pt.note_error(e)
+                return
+            slow(self, caller)
 
         __init__.__wrapped__ = orig  # type: ignore[attr-defined]
         __init__.__qualname__ = orig.__qualname__
