@@ -2090,7 +2090,6 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
     Py_DECREF(running_loop);
     int rc = -1;
     PyObject *name = NULL;
-    /* floats are immutable: one 0.0 serves every task */
     Times *tm = times_of(task);
     tm->steps = 0;
     tm->v[F_BUSY] = tm->v[F_LONGEST] = 0.0;
