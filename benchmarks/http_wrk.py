@@ -27,7 +27,9 @@ tracking and the socket server only), and two controls without loopscope:
 floor any agent with a thread of its own starts from; and ``task-subclass``
 (aiohttp only), the plain server whose per-request tasks are of a
 ``asyncio.Task`` subclass with loopscope's number of slots and nothing else,
-the floor of any tracker that records into a Task subclass; and
+the floor of any tracker that records into a Task subclass; ``task-del``,
+the same with a ``__del__`` on that class (asyncio's own finaliser called
+through it), as loopscope's classes have; and
 ``step-floor``, the plain server with ``Handle._run`` replaced by the least an
 exact step timer can do in C (``step_floor.c``, compiled on first use with
 the interpreter's compiler; ``$CPPFLAGS`` is passed on).  ``CONFIG@DIR``
@@ -78,6 +80,11 @@ if os.environ.get("WRK_TASK_SUBCLASS"):
 
     class Task(asyncio.Task):
         __slots__ = tuple(f"_slot{i}" for i in range(15))
+
+    if os.environ.get("WRK_TASK_DEL"):
+        # task-del: the same class with a __del__ (asyncio's own finaliser
+        # through it), as loopscope's classes have
+        Task.__del__ = asyncio.Task.__del__
 
     view = types.ModuleType("asyncio")
     view.__dict__.update(vars(asyncio))
@@ -212,8 +219,10 @@ class Server:
         self.scrape_port: int | None = None
         if config == "idle-thread":
             env["WRK_IDLE_THREAD"] = "1"
-        elif config == "task-subclass":
+        elif config in ("task-subclass", "task-del"):
             env["WRK_TASK_SUBCLASS"] = "1"
+            if config == "task-del":
+                env["WRK_TASK_DEL"] = "1"
         elif config == "step-floor":
             env["WRK_STEP_FLOOR"] = build_step_floor()
         elif config != "plain":
@@ -328,7 +337,7 @@ def main() -> int:
         "the machine's noise then falls on all of them alike",
     )
     ap.add_argument("--app", choices=sorted(APPS), default="aiohttp", help="the server: aiohttp, or uvicorn+Starlette on the asyncio loop")
-    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, idle-thread, task-subclass, step-floor, {', '.join(VARIANTS)}")
+    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, idle-thread, task-subclass, task-del, step-floor, {', '.join(VARIANTS)}")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -337,9 +346,9 @@ def main() -> int:
         f.write(APPS[args.app])
         app = f.name
     configs = args.configs.split(",")
-    unknown = [c for c in (c.partition("@")[0] for c in configs) if c not in ("plain", "idle-thread", "task-subclass", "step-floor") and c not in VARIANTS]
-    if "task-subclass" in configs and args.app != "aiohttp":
-        print("--configs: task-subclass is a control for aiohttp only", file=sys.stderr)
+    unknown = [c for c in (c.partition("@")[0] for c in configs) if c not in ("plain", "idle-thread", "task-subclass", "task-del", "step-floor") and c not in VARIANTS]
+    if {"task-subclass", "task-del"} & set(configs) and args.app != "aiohttp":
+        print("--configs: task-subclass and task-del are controls for aiohttp only", file=sys.stderr)
         return 2
     if unknown or "plain" not in configs:
         print(f"--configs: needs plain, and only known names (unknown: {', '.join(unknown) or 'none'})", file=sys.stderr)
