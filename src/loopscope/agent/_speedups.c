@@ -1065,9 +1065,10 @@ steprun_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
 }
 
 static PyObject *
-steprun_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+method_descr_get(PyObject *self, PyObject *obj, PyObject *type)
 {
-    /* a function-like descriptor, so that Handle._run binds the handle */
+    /* a function-like descriptor, so that Handle._run binds the handle
+     * (and a primitive's __init__ the object: PrimInit) */
     if (obj == NULL || obj == Py_None)
         return Py_NewRef(self);
     return PyMethod_New(self, obj);
@@ -1181,7 +1182,7 @@ static PyTypeObject StepRunType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_vectorcall_offset = offsetof(StepRun, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_descr_get = steprun_descr_get,
+    .tp_descr_get = method_descr_get,
     .tp_traverse = (traverseproc)steprun_traverse,
     .tp_clear = (inquiry)steprun_clear,
     .tp_dealloc = gc_dealloc,
@@ -2003,7 +2004,7 @@ static PyTypeObject TaskDelType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_vectorcall_offset = offsetof(TaskDel, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_descr_get = steprun_descr_get,
+    .tp_descr_get = method_descr_get,
     .tp_traverse = (traverseproc)taskdel_traverse,
     .tp_clear = (inquiry)taskdel_clear,
     .tp_dealloc = gc_dealloc,
@@ -2535,7 +2536,7 @@ static PyTypeObject PrimInitType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_vectorcall_offset = offsetof(PrimInit, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_descr_get = steprun_descr_get,
+    .tp_descr_get = method_descr_get,
     .tp_getset = priminit_getset,
     .tp_repr = priminit_repr,
     .tp_traverse = (traverseproc)priminit_traverse,
@@ -2573,42 +2574,17 @@ PyInit__speedups(void)
     loop_gone_cb = PyCFunction_New(&loop_gone_def, NULL);
     if (loop_gone_cb == NULL)
         return NULL;
-    if (zero == NULL || fzero == NULL || PyType_Ready(&StepRunType) < 0 || PyType_Ready(&TrackType) < 0
-        || PyType_Ready(&TaskDelType) < 0 || PyType_Ready(&EagerInitType) < 0 || PyType_Ready(&CountsType) < 0
-        || PyType_Ready(&PrimInitType) < 0)
+    if (zero == NULL || fzero == NULL)
         return NULL;
+    /* each under the last part of its tp_name */
+    PyTypeObject *types[] = {&StepRunType, &TrackType, &TaskDelType, &EagerInitType, &CountsType, &PrimInitType};
     PyObject *mod = PyModule_Create(&speedups_module);
     if (mod == NULL)
         return NULL;
-    if (PyModule_AddObject(mod, "StepRun", Py_NewRef((PyObject *)&StepRunType)) < 0) {
-        Py_DECREF(&StepRunType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    if (PyModule_AddObject(mod, "Track", Py_NewRef((PyObject *)&TrackType)) < 0) {
-        Py_DECREF(&TrackType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    if (PyModule_AddObject(mod, "TaskDel", Py_NewRef((PyObject *)&TaskDelType)) < 0) {
-        Py_DECREF(&TaskDelType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    if (PyModule_AddObject(mod, "EagerInit", Py_NewRef((PyObject *)&EagerInitType)) < 0) {
-        Py_DECREF(&EagerInitType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    if (PyModule_AddObject(mod, "Counts", Py_NewRef((PyObject *)&CountsType)) < 0) {
-        Py_DECREF(&CountsType);
-        Py_DECREF(mod);
-        return NULL;
-    }
-    if (PyModule_AddObject(mod, "PrimInit", Py_NewRef((PyObject *)&PrimInitType)) < 0) {
-        Py_DECREF(&PrimInitType);
-        Py_DECREF(mod);
-        return NULL;
-    }
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (PyModule_AddType(mod, types[i]) < 0) {  /* readies the type too */
+            Py_DECREF(mod);
+            return NULL;
+        }
     return mod;
 }

@@ -709,8 +709,6 @@ class PrimitiveTracker:
     def _wrap_init(self, cls: type) -> None:
         orig = cls.__dict__["__init__"]
         pt = self
-        user_get = _user_callers.get
-        kinds_get = _kinds.get
         registry = self.objects.data
         pop = self.objects._pop
 
@@ -735,6 +733,8 @@ class PrimitiveTracker:
                 _speedups.PrimInit(orig=orig, users=_user_callers, kinds=_kinds, registry=registry, pop=pop, slow=slow, note_error=pt.note_error),
             )
             return
+        user_get = _user_callers.get
+        kinds_get = _kinds.get
 
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             orig(self, *args, **kwargs)
