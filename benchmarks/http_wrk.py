@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/http_wrk.py [--app aiohttp|uvicorn] [--runs N] [--seconds S] [--connections C] [--markdown]
+    python benchmarks/http_wrk.py [--app aiohttp|uvicorn] [--runs N] [--seconds S] [--connections C] [--together | --interleave] [--markdown]
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``) and aiohttp, or uvicorn and
 Starlette (``pip install 'uvicorn[standard]' starlette``: uvicorn then
@@ -10,7 +10,13 @@ parses HTTP with httptools; the loop is asyncio's either way).  Each run starts
 the server in a fresh process (pinned to CPU 0 when ``taskset`` exists, wrk
 to CPU 1, so the two do not fight for one core), warms it up, then measures
 ``wrk --latency`` for S seconds.  Configurations alternate run by run;
-medians are compared.  ``loopscope`` means everything on: the agent with the
+medians are compared.  ``--interleave`` starts each configuration's server
+once and loads them one at a time, in turn, every run: the issue's load
+(one busy server on its CPU), with the machine's drift over minutes shared
+by neighbouring short runs.  ``--together`` loads all the servers at once,
+sharing CPU 0: less noise, but each server's caches are flushed by the
+others' at every switch, which charges a larger code footprint more than a
+server alone on its CPU pays.  ``loopscope`` means everything on: the agent with the
 step hook, the watchdog, the socket server, primitive tracking, and the
 Prometheus endpoint, scraped once a second during the run the way a
 Prometheus server would.
@@ -217,6 +223,7 @@ class Server:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src or str(SRC), env.get("PYTHONPATH")) if p)
         cmd = [sys.executable, app, str(self.port)]
         self.scrape_port: int | None = None
+        self.scraping = False
         if config == "idle-thread":
             env["WRK_IDLE_THREAD"] = "1"
         elif config in ("task-subclass", "task-del"):
@@ -255,7 +262,11 @@ class Server:
             return float("nan")
 
     def start_scraping(self) -> None:
-        """Prometheus scrapes /metrics once a second during the run."""
+        """Prometheus scrapes /metrics once a second during the run (and on,
+        from the first run: servers loaded in turn are scraped throughout)."""
+        if self.scraping:
+            return
+        self.scraping = True
 
         def scrape() -> None:
             while not self.stop.wait(1.0):
@@ -280,10 +291,10 @@ class Server:
 Result = tuple[float, float, float, float]
 
 
-def measure(servers: list[Server], seconds: float, connections: int) -> list[Result]:
+def measure(servers: list[Server], seconds: float, connections: int, warm_up: bool = True) -> list[Result]:
     """wrk against every server at once (one wrk per server, all on CPU 1)
     after a warm-up; with one server this is the usual sequential run."""
-    warm = [subprocess.Popen(pin(1) + ["wrk", "-t1", f"-c{connections}", "-d2s", s.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for s in servers]
+    warm = [subprocess.Popen(pin(1) + ["wrk", "-t1", f"-c{connections}", "-d2s", s.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for s in servers if warm_up]
     for w in warm:
         w.wait()
     for s in servers:
@@ -324,6 +335,30 @@ def one_round(configs: list[str], app: str, seconds: float, connections: int, to
             server.close()
 
 
+def interleaved(configs: list[str], app: str, runs: int, seconds: float, connections: int) -> dict[str, list[Result]]:
+    """Every configuration's server started once, then loaded one at a time,
+    in turn, ``runs`` times (the order rotated each round).  The load is the
+    issue's (one server busy on its CPU, wrk on the other), and a drift of
+    the machine's speed over minutes falls on neighbouring short runs of
+    every configuration alike, so the paired ratios are tight."""
+    servers = []
+    results: dict[str, list[Result]] = {c: [] for c in configs}
+    try:
+        for config in configs:
+            servers.append(Server(config, app))
+        for s in servers:
+            subprocess.run(pin(1) + ["wrk", "-t1", f"-c{connections}", "-d2s", s.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(runs):
+            order = servers[i % len(servers):] + servers[: i % len(servers)]
+            for s in order:
+                results[s.config].append(measure([s], seconds, connections, warm_up=False)[0])
+            print(f"run {i + 1}/{runs}: " + ", ".join(f"{c} {r[-1][0]:.0f} req/s p99 {r[-1][1]:.2f} ms {r[-1][2]:.1f} us/req" for c, r in results.items()), file=sys.stderr)
+    finally:
+        for s in servers:
+            s.close()
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -335,6 +370,12 @@ def main() -> int:
         action="store_true",
         help="run the configurations' servers at the same time, sharing CPU 0 (one wrk each on CPU 1): "
         "the machine's noise then falls on all of them alike",
+    )
+    ap.add_argument(
+        "--interleave",
+        action="store_true",
+        help="start each configuration's server once and load them one at a time, in turn, every run "
+        "(the issue's load, with the machine's drift shared by neighbouring runs)",
     )
     ap.add_argument("--app", choices=sorted(APPS), default="aiohttp", help="the server: aiohttp, or uvicorn+Starlette on the asyncio loop")
     ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, from plain, idle-thread, task-subclass, task-del, step-floor, {', '.join(VARIANTS)}")
@@ -355,7 +396,9 @@ def main() -> int:
         return 2
     results: dict[str, list[Result]] = {c: [] for c in configs}
     try:
-        for i in range(args.runs):
+        if args.interleave:
+            results = interleaved(configs, app, args.runs, args.seconds, args.connections)
+        for i in range(0 if args.interleave else args.runs):
             for config, result in one_round(configs, app, args.seconds, args.connections, args.together).items():
                 results[config].append(result)
             print(
@@ -366,7 +409,7 @@ def main() -> int:
     finally:
         os.unlink(app)
     med = {c: (statistics.median(x[0] for x in r), statistics.median(x[1] for x in r)) for c, r in results.items()}
-    mode = "servers side by side on one CPU" if args.together else "configurations one after another"
+    mode = "servers side by side on one CPU" if args.together else "servers loaded in turn" if args.interleave else "configurations one after another"
     head = f"Python {platform.python_version()}, {args.app}, wrk -t1 -c{args.connections} -d{args.seconds:g}s, {args.runs} runs ({mode}), medians"
     if args.markdown:
         print(head + "\n")
