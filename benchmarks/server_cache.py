@@ -20,8 +20,15 @@ what the clock pays for.
 ``--cache-sim`` simulates this machine's caches (32 KB 8-way L1 instruction
 and data caches, and a 1 MB L2 as cachegrind's last level: the level a line
 evicted from L1 is fetched from).  ``--functions N`` prints the N functions
-whose counts grew most per request (needs ``cg_annotate``; names need an
-interpreter with symbols, e.g. a pyenv build, not Debian's stripped one).
+whose counts grew most per request and the N that shrank most (needs
+``cg_annotate``; names need an interpreter with symbols, e.g. a pyenv build:
+Debian's is stripped, and its interpreter shows as ``???``).
+
+How far to trust a difference: the counts of loopscope's own functions
+repeat from run to run, but the total moves by about +-40 instruction-cache
+misses and +-1,500 instructions per request between two runs of one tree
+(how many requests each loop iteration serves varies), so compare trees by
+their functions, or over several runs.
 
 Under valgrind the server runs ~50x slower, so work done per second (the
 agent's health sample, its watchdog) weighs ~50x more per request than on a
@@ -108,7 +115,7 @@ def main() -> int:
     ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, the first is the baseline: plain, {', '.join(VARIANTS)} (CONFIG@SRC for another tree)")
     ap.add_argument("--seconds", default="6,18", help="the two durations of wrk, in seconds")
     ap.add_argument("--cache-sim", action="store_true", help="simulate this machine's L1 caches and its L2 as the last level")
-    ap.add_argument("--functions", type=int, default=0, metavar="N", help="the N functions whose counts grew most per request")
+    ap.add_argument("--functions", type=int, default=0, metavar="N", help="the N functions whose counts grew most per request, and the N that shrank most")
     args = ap.parse_args()
     for tool in ("valgrind", "wrk") + (("cg_annotate",) if args.functions else ()):
         if shutil.which(tool) is None:
@@ -147,8 +154,8 @@ def main() -> int:
             zero = [0.0] * len(events)
             rows = sorted(((k, [y - x for x, y in zip(per_function[base].get(k, zero), v)]) for k, v in per_function[config].items()), key=lambda r: -r[1][min(1, len(events) - 1)])
             print("    " + "  ".join(f"{e:>8s}" for e in events) + "  function")
-            for k, d in rows[: args.functions]:
-                print("    " + "  ".join(f"{x:+8.1f}" for x in d) + f"  {k[-90:]}")
+            for k, d in rows[: args.functions] + [("...", [0.0] * len(events))] + rows[-args.functions :]:
+                print("    " + "  ".join(f"{x:+8.1f}" for x in d) + f"  {k[-90:]}" if k != "..." else "    ...")
     return 0
 
 
