@@ -66,7 +66,11 @@ def run_once(config: str, app: str, seconds: int, cache_sim: bool) -> tuple[int,
     env["PYTHONPATH"] = src or str(SRC)
     port = free_port()
     cmd = [sys.executable, app, str(port)]
-    if name != "plain":
+    if name in ("task-subclass", "task-del"):
+        env["WRK_TASK_SUBCLASS"] = "1"  # http_wrk.py's controls
+        if name == "task-del":
+            env["WRK_TASK_DEL"] = "1"
+    elif name != "plain":
         sockdir = tempfile.mkdtemp(prefix="ls-cg-")
         os.chmod(sockdir, 0o700)
         env["LOOPSCOPE_SOCKET_DIR"] = sockdir
@@ -117,7 +121,7 @@ def functions(path: str, events: list[str]) -> dict[str, list[int]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--app", choices=sorted(APPS), default="aiohttp")
-    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, the first is the baseline: plain, {', '.join(VARIANTS)} (CONFIG@SRC for another tree)")
+    ap.add_argument("--configs", default="plain,loopscope", help=f"comma-separated, the first is the baseline: plain, task-subclass, task-del (aiohttp), {', '.join(VARIANTS)} (CONFIG@SRC for another tree)")
     ap.add_argument("--seconds", default="6,18", help="the two durations of wrk, in seconds")
     ap.add_argument("--cache-sim", action="store_true", help="simulate this machine's L1 caches and its L2 as the last level")
     ap.add_argument("--functions", type=int, default=0, metavar="N", help="the N functions whose counts grew most per request, and the N that shrank most")
@@ -127,7 +131,7 @@ def main() -> int:
             print(f"{tool} is not installed (Debian: apt-get install {'valgrind' if tool == 'cg_annotate' else tool})", file=sys.stderr)
             return 2
     configs = args.configs.split(",")
-    unknown = [c for c in configs if c.partition("@")[0] not in ("plain", *VARIANTS)]
+    unknown = [c for c in configs if c.partition("@")[0] not in ("plain", "task-subclass", "task-del", *VARIANTS)]
     if unknown:
         print(f"--configs: unknown {', '.join(unknown)}", file=sys.stderr)
         return 2
