@@ -251,3 +251,38 @@ def test_eager_clean_ends_share_the_done_rings_budget() -> None:
         assert tracker.done_not_kept(done_total) >= done_total - 1000 - 100
         failed = [e for e in tracker.failed if e[5] == "failed"]
         assert len(failed) == 7 and {e[2] for e in failed} == {"test_eager_clean_ends_share_the_done_rings_budget.<locals>.bad"}, failed
+
+
+def test_every_task_class_holds_asyncios_result_itself() -> None:
+    """asyncio's C task_wakeup calls ``result()`` by a fresh name string on
+    an awaited task that is not exactly asyncio.Task, which misses the type
+    cache: each of our classes holds asyncio's own ``result`` in its own
+    dict, so that lookup stops at the first class (see _make_task_classes).
+    Awaiting one of our tasks still gives its result and its exception."""
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("x")
+
+    async def main() -> tuple[list[type], int]:
+        loop = asyncio.get_running_loop()
+        plain = loop.create_task(work(7))
+        failing = loop.create_task(fails())
+        eager = plain
+        if hasattr(asyncio, "eager_task_factory"):  # 3.12+: our eager class
+            loop.set_task_factory(asyncio.eager_task_factory)
+            eager = loop.create_task(work(8))
+            loop.set_task_factory(None)
+        got = await plain + (await eager if eager is not plain else 8)
+        with pytest.raises(KeyError):
+            await failing
+        return [type(plain), type(eager), type(failing)], got
+
+    with loopscope.installed(server=False, dump_signal=""):
+        classes, got = asyncio.run(main())
+        tracker = current().tracker  # type: ignore[union-attr]
+        classes += [tracker.task_class, tracker.del_task_class, tracker.eager_task_class]
+    assert got == 15
+    for cls in classes:
+        assert cls is not asyncio.Task and issubclass(cls, asyncio.Task)
+        assert cls.__dict__["result"] is asyncio.Task.result, cls
