@@ -56,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from http_wrk import APPS, SRC, VARIANTS, free_port, pin  # noqa: E402
 
 EVENTS = ("Ir", "I1mr", "D1mr", "DLmr")
+#: The runs' cachegrind outputs and socket directories, removed at the end.
+TEMP_DIRS: list[str] = []
 SIM = ["--cache-sim=yes", "--I1=32768,8,64", "--D1=32768,8,64", "--LL=1048576,16,64"]
 
 
@@ -72,6 +74,7 @@ def run_once(config: str, app: str, seconds: int, cache_sim: bool) -> tuple[int,
             env["WRK_TASK_DEL"] = "1"
     elif name != "plain":
         sockdir = tempfile.mkdtemp(prefix="ls-cg-")
+        TEMP_DIRS.append(sockdir)
         os.chmod(sockdir, 0o700)
         env["LOOPSCOPE_SOCKET_DIR"] = sockdir
         env.update({"LOOPSCOPE_" + k: v for k, v in VARIANTS[name].items()})
@@ -79,6 +82,7 @@ def run_once(config: str, app: str, seconds: int, cache_sim: bool) -> tuple[int,
         env["WRK_NO_DONE_RING"] = "1"  # see http_wrk.NO_DONE_RING
         cmd = [sys.executable, "-m", "loopscope", "run", "--", *cmd]
     out = tempfile.mkdtemp(prefix="server-cache-")
+    TEMP_DIRS.append(out)
     vg = ["valgrind", "--tool=cachegrind", *(SIM if cache_sim else ["--cache-sim=no"]), "--trace-children=yes", f"--cachegrind-out-file={out}/cg.%p"]
     proc = subprocess.Popen(pin(0) + vg + cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -155,6 +159,8 @@ def main() -> int:
                 per_function[config] = {k: [(y - x) / (r2 - r1) for x, y in zip(a.get(k, [0] * len(events)), b.get(k, [0] * len(events)))] for k in set(a) | set(b)}
     finally:
         os.unlink(app)
+        for d in TEMP_DIRS:
+            shutil.rmtree(d, ignore_errors=True)
     base = configs[0]
     print(f"Python {sys.version.split()[0]}, {args.app}, per request against {base}:")
     for config in configs[1:]:
