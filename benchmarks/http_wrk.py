@@ -38,7 +38,10 @@ the same with a ``__del__`` on that class (asyncio's own finaliser called
 through it), as loopscope's classes have; and
 ``step-floor``, the plain server with ``Handle._run`` replaced by the least an
 exact step timer can do in C (``step_floor.c``, compiled on first use with
-the interpreter's compiler; ``$CPPFLAGS`` is passed on).  ``CONFIG@DIR``
+the interpreter's compiler; ``$CPPFLAGS`` is passed on).  With loopscope,
+``ls-exact-untracked`` (aiohttp only): everything on and scraped, but
+aiohttp's tasks left exact ``asyncio.Task`` objects and untracked, the
+ceiling of tracking them as exact tasks.  ``CONFIG@DIR``
 runs a configuration with loopscope from another tree's ``src`` directory,
 to compare trees side by side.
 """
@@ -118,6 +121,29 @@ if os.environ.get("WRK_STEP_FLOOR"):
     asyncio.events.Handle._run = step_floor.Run(asyncio.events.Handle)
 """
 
+#: ``ls-exact-untracked``: everything on, but aiohttp's tasks (one per
+#: request, one per connection) are made exact ``asyncio.Task`` objects that
+#: loopscope does not track (aiohttp's view of asyncio gets the real ``Task``
+#: back, and a ``create_task`` that makes eager tasks with it).  The ceiling
+#: of any design that tracks those tasks as exact ``asyncio.Task`` objects
+#: with their records beside them: only the recording can be added to it.
+EXACT_UNTRACKED = """
+if os.environ.get("WRK_EXACT_UNTRACKED"):
+    import asyncio
+    import aiohttp.web_protocol
+
+    _view = aiohttp.web_protocol.asyncio
+    _view_create_task = _view.create_task
+    _view.__dict__["Task"] = asyncio.tasks.Task
+
+    def _exact_create_task(coro, **kwargs):
+        if kwargs.get("eager_start"):
+            return asyncio.tasks.Task(coro, loop=asyncio.get_running_loop(), **kwargs)
+        return _view_create_task(coro, **kwargs)
+
+    _view.__dict__["create_task"] = _exact_create_task
+"""
+
 #: ``WRK_NO_DONE_RING`` (server_cache.py, under valgrind): loopscope's ring
 #: of finished tasks keeps 100 clean ends a second in full (a Python call
 #: each).  A real server at 20,000 requests a second records 0.5 % of them;
@@ -131,7 +157,7 @@ if os.environ.get("WRK_NO_DONE_RING"):
 """
 
 APPS = {
-    "aiohttp": IDLE_THREAD + TASK_SUBCLASS + STEP_FLOOR + NO_DONE_RING + '''
+    "aiohttp": IDLE_THREAD + TASK_SUBCLASS + STEP_FLOOR + NO_DONE_RING + EXACT_UNTRACKED + '''
 import asyncio, json, sys
 from aiohttp import web
 
@@ -199,7 +225,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "ls-nometrics": {"METRICS": "0"},
     "ls-noprims": {"PRIMITIVES": "0"},
     "ls-quiet": {"WATCHDOG": "1", "HEARTBEAT": "1"},
-    "ls-bare": {"METRICS": "0", "PRIMITIVES": "0", "WATCHDOG": "1", "HEARTBEAT": "1"},
+    "ls-bare": {"METRICS": "0", "PRIMITIVES": "0", "WATCHDOG": "1", "HEARTBEAT": "1"},    "ls-exact-untracked": {},  # aiohttp only: see EXACT_UNTRACKED
 }
 
 
@@ -250,7 +276,9 @@ class Server:
             env["LOOPSCOPE_SOCKET_DIR"] = sockdir
             env.update({"LOOPSCOPE_" + k: v for k, v in VARIANTS[config].items()})
             prom: list[str] = []
-            if config == "loopscope":
+            if config == "ls-exact-untracked":
+                env["WRK_EXACT_UNTRACKED"] = "1"
+            if config in ("loopscope", "ls-exact-untracked"):
                 self.scrape_port = free_port()
                 prom = ["--prometheus", f"127.0.0.1:{self.scrape_port}"]
             cmd = [sys.executable, "-m", "loopscope", "run", *prom, "--", *cmd]
@@ -400,8 +428,8 @@ def main() -> int:
         app = f.name
     configs = args.configs.split(",")
     unknown = [c for c in (c.partition("@")[0] for c in configs) if c not in ("plain", "idle-thread", "task-subclass", "task-del", "step-floor") and c not in VARIANTS]
-    if {"task-subclass", "task-del"} & set(configs) and args.app != "aiohttp":
-        print("--configs: task-subclass and task-del are controls for aiohttp only", file=sys.stderr)
+    if {"task-subclass", "task-del", "ls-exact-untracked"} & set(configs) and args.app != "aiohttp":
+        print("--configs: task-subclass, task-del and ls-exact-untracked are controls for aiohttp only", file=sys.stderr)
         return 2
     if unknown or "plain" not in configs:
         print(f"--configs: needs plain, and only known names (unknown: {', '.join(unknown) or 'none'})", file=sys.stderr)

@@ -78,6 +78,8 @@ def run_once(config: str, app: str, seconds: int, cache_sim: bool) -> tuple[int,
         os.chmod(sockdir, 0o700)
         env["LOOPSCOPE_SOCKET_DIR"] = sockdir
         env.update({"LOOPSCOPE_" + k: v for k, v in VARIANTS[name].items()})
+        if name == "ls-exact-untracked":
+            env["WRK_EXACT_UNTRACKED"] = "1"  # http_wrk.py's EXACT_UNTRACKED
         env.update({"LOOPSCOPE_WATCHDOG": "5", "LOOPSCOPE_HEARTBEAT": "5"})
         env["WRK_NO_DONE_RING"] = "1"  # see http_wrk.NO_DONE_RING
         cmd = [sys.executable, "-m", "loopscope", "run", "--", *cmd]
