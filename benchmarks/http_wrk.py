@@ -39,9 +39,9 @@ through it), as loopscope's classes have; and
 ``step-floor``, the plain server with ``Handle._run`` replaced by the least an
 exact step timer can do in C (``step_floor.c``, compiled on first use with
 the interpreter's compiler; ``$CPPFLAGS`` is passed on).  With loopscope,
-``ls-exact-untracked`` (aiohttp only): everything on and scraped, but
-aiohttp's tasks left exact ``asyncio.Task`` objects and untracked, the
-ceiling of tracking them as exact tasks.  ``CONFIG@DIR``
+``ls-exact-untracked``: everything on and scraped, but the server's tasks
+left exact ``asyncio.Task`` objects and untracked, the ceiling of tracking
+them as exact tasks.  ``CONFIG@DIR``
 runs a configuration with loopscope from another tree's ``src`` directory,
 to compare trees side by side.
 """
@@ -127,6 +127,9 @@ if os.environ.get("WRK_STEP_FLOOR"):
 #: back, and a ``create_task`` that makes eager tasks with it).  The ceiling
 #: of any design that tracks those tasks as exact ``asyncio.Task`` objects
 #: with their records beside them: only the recording can be added to it.
+#: On uvicorn the server's loop gets a factory of exact, untracked tasks
+#: once the server is up (see its ``Server.startup``): every task it makes
+#: from then on is a plain ``asyncio.Task``.
 EXACT_UNTRACKED = """
 if os.environ.get("WRK_EXACT_UNTRACKED"):
     import asyncio
@@ -174,7 +177,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
     # uvicorn on the default asyncio loop (the budget's loop), with httptools
     # when it is installed (uvicorn[standard]), else h11
     "uvicorn": IDLE_THREAD + STEP_FLOOR + NO_DONE_RING + '''
-import asyncio, sys
+import asyncio, os, sys
 import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -189,6 +192,16 @@ app = Starlette(routes=[Route("/", handler)])
 class Server(uvicorn.Server):
     async def startup(self, sockets=None):
         await super().startup(sockets)
+        if os.environ.get("WRK_EXACT_UNTRACKED"):
+            # ls-exact-untracked: a factory that makes exact asyncio.Task
+            # objects, untracked, under the name loopscope's heartbeat takes
+            # for its own (it would put its factory back in place of None)
+            def loopscope_task_factory(loop, coro, **kwargs):
+                return asyncio.tasks.Task(coro, loop=loop, **kwargs)
+
+            loop = asyncio.get_running_loop()
+            loop._task_factory = loopscope_task_factory
+            loop._loopscope_fast = None  # agent/spawn.py's path past the factory
         print("READY", flush=True)
 
 config = uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), loop="asyncio", log_level="warning", access_log=False, lifespan="off")
@@ -225,7 +238,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "ls-nometrics": {"METRICS": "0"},
     "ls-noprims": {"PRIMITIVES": "0"},
     "ls-quiet": {"WATCHDOG": "1", "HEARTBEAT": "1"},
-    "ls-bare": {"METRICS": "0", "PRIMITIVES": "0", "WATCHDOG": "1", "HEARTBEAT": "1"},    "ls-exact-untracked": {},  # aiohttp only: see EXACT_UNTRACKED
+    "ls-bare": {"METRICS": "0", "PRIMITIVES": "0", "WATCHDOG": "1", "HEARTBEAT": "1"},    "ls-exact-untracked": {},  # see EXACT_UNTRACKED
 }
 
 
@@ -428,8 +441,8 @@ def main() -> int:
         app = f.name
     configs = args.configs.split(",")
     unknown = [c for c in (c.partition("@")[0] for c in configs) if c not in ("plain", "idle-thread", "task-subclass", "task-del", "step-floor") and c not in VARIANTS]
-    if {"task-subclass", "task-del", "ls-exact-untracked"} & set(configs) and args.app != "aiohttp":
-        print("--configs: task-subclass, task-del and ls-exact-untracked are controls for aiohttp only", file=sys.stderr)
+    if {"task-subclass", "task-del"} & set(configs) and args.app != "aiohttp":
+        print("--configs: task-subclass and task-del are controls for aiohttp only", file=sys.stderr)
         return 2
     if unknown or "plain" not in configs:
         print(f"--configs: needs plain, and only known names (unknown: {', '.join(unknown) or 'none'})", file=sys.stderr)
