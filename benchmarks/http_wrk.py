@@ -275,6 +275,7 @@ class Server:
         cmd = [sys.executable, app, str(self.port)]
         self.scrape_port: int | None = None
         self.scraping = False
+        self.sockdir: str | None = None  # the agent's socket directory, removed by close()
         if config == "idle-thread":
             env["WRK_IDLE_THREAD"] = "1"
         elif config in ("task-subclass", "task-del"):
@@ -284,7 +285,7 @@ class Server:
         elif config == "step-floor":
             env["WRK_STEP_FLOOR"] = build_step_floor()
         elif config != "plain":
-            sockdir = tempfile.mkdtemp(prefix="ls-wrk-")
+            sockdir = self.sockdir = tempfile.mkdtemp(prefix="ls-wrk-")
             os.chmod(sockdir, 0o700)
             env["LOOPSCOPE_SOCKET_DIR"] = sockdir
             env.update({"LOOPSCOPE_" + k: v for k, v in VARIANTS[config].items()})
@@ -338,6 +339,9 @@ class Server:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        if self.sockdir is not None:
+            shutil.rmtree(self.sockdir, ignore_errors=True)
 
 
 #: one measurement: req/s, p99 ms, server CPU µs per request, server CPU share
