@@ -242,6 +242,18 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
+#: The app's own switches (the ``WRK_*`` preambles above) each
+#: configuration turns on; ``server_cache.py`` sets the same.
+SWITCHES: dict[str, dict[str, str]] = {
+    "idle-thread": {"WRK_IDLE_THREAD": "1"},
+    "task-subclass": {"WRK_TASK_SUBCLASS": "1"},
+    "task-del": {"WRK_TASK_SUBCLASS": "1", "WRK_TASK_DEL": "1"},
+    "ls-exact-untracked": {"WRK_EXACT_UNTRACKED": "1"},
+}
+#: The configurations whose Prometheus endpoint is scraped during the run.
+SCRAPED = ("loopscope", "ls-exact-untracked")
+
+
 def build_step_floor() -> str:
     """Compile ``step_floor.c`` for this interpreter (once, into a cache
     directory) and return the directory to import it from.  ``$CPPFLAGS``
@@ -276,23 +288,16 @@ class Server:
         self.scrape_port: int | None = None
         self.scraping = False
         self.sockdir: str | None = None  # the agent's socket directory, removed by close()
-        if config == "idle-thread":
-            env["WRK_IDLE_THREAD"] = "1"
-        elif config in ("task-subclass", "task-del"):
-            env["WRK_TASK_SUBCLASS"] = "1"
-            if config == "task-del":
-                env["WRK_TASK_DEL"] = "1"
-        elif config == "step-floor":
+        env.update(SWITCHES.get(config, {}))
+        if config == "step-floor":
             env["WRK_STEP_FLOOR"] = build_step_floor()
-        elif config != "plain":
+        elif config in VARIANTS:
             sockdir = self.sockdir = tempfile.mkdtemp(prefix="ls-wrk-")
             os.chmod(sockdir, 0o700)
             env["LOOPSCOPE_SOCKET_DIR"] = sockdir
             env.update({"LOOPSCOPE_" + k: v for k, v in VARIANTS[config].items()})
             prom: list[str] = []
-            if config == "ls-exact-untracked":
-                env["WRK_EXACT_UNTRACKED"] = "1"
-            if config in ("loopscope", "ls-exact-untracked"):
+            if config in SCRAPED:
                 self.scrape_port = free_port()
                 prom = ["--prometheus", f"127.0.0.1:{self.scrape_port}"]
             cmd = [sys.executable, "-m", "loopscope", "run", *prom, "--", *cmd]

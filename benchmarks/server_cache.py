@@ -53,7 +53,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_wrk import APPS, SRC, VARIANTS, free_port, pin  # noqa: E402
+from http_wrk import APPS, SRC, SWITCHES, VARIANTS, free_port, pin  # noqa: E402
 
 EVENTS = ("Ir", "I1mr", "D1mr", "DLmr")
 #: The runs' cachegrind outputs and socket directories, removed at the end.
@@ -68,18 +68,13 @@ def run_once(config: str, app: str, seconds: int, cache_sim: bool) -> tuple[int,
     env["PYTHONPATH"] = src or str(SRC)
     port = free_port()
     cmd = [sys.executable, app, str(port)]
-    if name in ("task-subclass", "task-del"):
-        env["WRK_TASK_SUBCLASS"] = "1"  # http_wrk.py's controls
-        if name == "task-del":
-            env["WRK_TASK_DEL"] = "1"
-    elif name != "plain":
+    env.update(SWITCHES.get(name, {}))  # http_wrk.py's controls
+    if name in VARIANTS:
         sockdir = tempfile.mkdtemp(prefix="ls-cg-")
         TEMP_DIRS.append(sockdir)
         os.chmod(sockdir, 0o700)
         env["LOOPSCOPE_SOCKET_DIR"] = sockdir
         env.update({"LOOPSCOPE_" + k: v for k, v in VARIANTS[name].items()})
-        if name == "ls-exact-untracked":
-            env["WRK_EXACT_UNTRACKED"] = "1"  # http_wrk.py's EXACT_UNTRACKED
         env.update({"LOOPSCOPE_WATCHDOG": "5", "LOOPSCOPE_HEARTBEAT": "5"})
         env["WRK_NO_DONE_RING"] = "1"  # see http_wrk.NO_DONE_RING
         cmd = [sys.executable, "-m", "loopscope", "run", "--", *cmd]
