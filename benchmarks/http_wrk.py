@@ -25,8 +25,9 @@ The issue's budget: throughput loss <= 3 %, p99 latency increase <= 5 %.
 
 ``--configs`` picks other configurations, to find where a cost comes from:
 ``ls-noprom`` (no Prometheus endpoint, no scrape), ``ls-pyhook``
-(the Python step hook instead of the compiled one), ``ls-nometrics`` (no step
-hook), ``ls-noprims`` (no primitive tracking), ``ls-quiet`` (the watchdog and
+(the Python step hook instead of the compiled one), ``ls-noexact`` (3.14+:
+eager tasks of loopscope's subclass rather than exact ``asyncio.Task``
+objects), ``ls-nometrics`` (no step hook), ``ls-noprims`` (no primitive tracking), ``ls-quiet`` (the watchdog and
 heartbeat at 1 s instead of 20/50 ms), ``ls-bare`` (all of those off: task
 tracking and the socket server only), and two controls without loopscope:
 ``idle-thread``, the plain server with one more thread that only sleeps, the
@@ -238,7 +239,9 @@ VARIANTS: dict[str, dict[str, str]] = {
     "ls-nometrics": {"METRICS": "0"},
     "ls-noprims": {"PRIMITIVES": "0"},
     "ls-quiet": {"WATCHDOG": "1", "HEARTBEAT": "1"},
-    "ls-bare": {"METRICS": "0", "PRIMITIVES": "0", "WATCHDOG": "1", "HEARTBEAT": "1"},    "ls-exact-untracked": {},  # see EXACT_UNTRACKED
+    "ls-bare": {"METRICS": "0", "PRIMITIVES": "0", "WATCHDOG": "1", "HEARTBEAT": "1"},
+    "ls-noexact": {"EXACT_TASKS": "0"},
+    "ls-exact-untracked": {},  # see EXACT_UNTRACKED
 }
 
 

@@ -139,6 +139,7 @@ CONFIGS: dict[str, Config] = {
     "tracking": Config("asyncio", "loopscope-tracking"),
     "notimers": Config("asyncio", "loopscope-notimers"),
     "noprims": Config("asyncio", "loopscope-noprims"),
+    "noexact": Config("asyncio", "loopscope-noexact"),
     "aiomonitor": Config("asyncio", "aiomonitor"),
     "debug": Config("asyncio", "none", debug=True),
     "uvloop": Config("uvloop", "none"),
@@ -213,6 +214,10 @@ def measure(workload: str, config: Config, clock: str = "wall") -> float:
             # everything on but the watchdog's and the heartbeat's wake-ups,
             # pushed out of the run (what instructions.py measures)
             options.update(watchdog=1000.0, heartbeat=1000.0)
+        if config.monitor == "loopscope-noexact":
+            # everything on, eager tasks of loopscope's subclass (3.14+:
+            # exact asyncio.Task objects otherwise, sixteenth session)
+            options.update(exact_tasks=False)
         if config.monitor == "loopscope-noprims":
             # everything on but primitive tracking (locks, queues, events)
             options.update(primitives=False)

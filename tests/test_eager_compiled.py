@@ -256,8 +256,11 @@ def test_bad_arguments_to_the_compiled_parts_change_nothing():
             bounds=(1.0,),
             name_cell=False,
             coro_qualname=types.CoroutineType.__dict__["__qualname__"],
+            metrics={},
         )
         assert sp.eager_init_install(asyncio.Task, probe) is False
+        # exact tasks are on with the agent's own: refused for another
+        assert sp.exact_enable(asyncio.Task, probe, agent.tracker.exact_cancel, agent.tracker.note_error) is False
 
         async def main() -> tuple[int, int]:
             loop = asyncio.get_running_loop()

@@ -504,6 +504,30 @@ typedef struct {
     unsigned int set;   /* F_BIT(f) when field f is set, and FIRST_NONE */
 } Times;
 
+/* The slots of an eager task beside its Times (EagerInit), and of an exact
+ * task's record (XRec, "Exact tasks") with its whole origin when one was
+ * recorded (tracker._set_origin). */
+enum { E_CANCEL, E_ENDED, E_CORO_NAME, E_NAME_CELL, E_CODE, E_LASTI, E_LINK, E_PLINK, E_N };
+enum { X_ORIGIN = E_N, X_N };
+static const char *x_names[X_N] = {"_ls_cancel", "_ls_ended", "_ls_coro_name", "_ls_name_cell", "_ls_code",
+                                   "_ls_lasti", "_ls_link", "_ls_plink", "_ls_origin"};
+
+/* What loopscope keeps of an exact asyncio.Task, in the task registry
+ * beside the task (see "Exact tasks"): what an EagerTrackedTask keeps in
+ * its slots and its Times. */
+struct XRec {
+    Times t;
+    PyObject *f[X_N];
+    PyObject *m;      /* the loop's metrics, once its first step ran in it */
+    PyObject *owner;  /* the EagerInit that was on when it was made */
+    int eager;        /* made by EagerInit (its `_ls_eager`), else by Track */
+};
+typedef struct XRec XRec;
+
+static inline XRec *reg_rec(PyObject *p);
+static PyTypeObject *exact_type;  /* asyncio.Task while exact tasks are on, else NULL */
+static PyObject *exact_init;      /* the EagerInit that makes exact tasks, while on */
+
 static PyTypeObject *times_type; /* made by task_base, once */
 static Py_ssize_t times_off;     /* where Times is in an instance of it */
 
@@ -513,13 +537,13 @@ times_of(PyObject *task)
     return (Times *)((char *)task + times_off);
 }
 
+/* Field `f` of `t`, as the attribute of that name reads (`who` names the
+ * object in the error). */
 static PyObject *
-times_get(PyObject *task, void *closure)
+times_read(const Times *t, int f, PyObject *who)
 {
-    int f = (int)(intptr_t)closure;
-    Times *t = times_of(task);
     if (!(t->set & F_BIT(f))) {
-        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'", Py_TYPE(task)->tp_name, f_names[f]);
+        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'", Py_TYPE(who)->tp_name, f_names[f]);
         return NULL;
     }
     if (f == F_STEPS)
@@ -529,11 +553,10 @@ times_get(PyObject *task, void *closure)
     return PyFloat_FromDouble(t->v[f]);
 }
 
+/* Field `f` of `t` set to `value` (NULL: unset), as the attribute's store. */
 static int
-times_set(PyObject *task, PyObject *value, void *closure)
+times_write(Times *t, int f, PyObject *value)
 {
-    int f = (int)(intptr_t)closure;
-    Times *t = times_of(task);
     if (value == NULL) {
         t->set &= ~(F_BIT(f) | (f == F_FIRST ? FIRST_NONE : 0));
         return 0;
@@ -556,6 +579,18 @@ times_set(PyObject *task, PyObject *value, void *closure)
     }
     t->set |= F_BIT(f);
     return 0;
+}
+
+static PyObject *
+times_get(PyObject *task, void *closure)
+{
+    return times_read(times_of(task), (int)(intptr_t)closure, task);
+}
+
+static int
+times_set(PyObject *task, PyObject *value, void *closure)
+{
+    return times_write(times_of(task), (int)(intptr_t)closure, value);
 }
 
 #define TIMES_GETSET(f) {(char *)0, times_get, times_set, NULL, (void *)(intptr_t)(f)}
@@ -819,7 +854,7 @@ keep_clean_end(PyObject *budget, PyObject *hooks, PyObject *clean_end, PyObject 
     return 0;
 }
 
-static NOINLINE int step_ended(StepRun *self, PyObject *task, PyObject *tt, PyObject *m, PyObject *state, double t1);
+static NOINLINE int step_ended(StepRun *self, PyObject *task, PyObject *tt, XRec *xr, PyObject *m, PyObject *state, double t1);
 
 /* The accounting after a step: steps.py's _run, from "d = t1 - t0" on. */
 static int
@@ -855,10 +890,14 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
         task = owner;
     }
     PyObject *tt = (PyObject *)Py_TYPE(task);
-    if (tt != self->cls && tt != self->eager_cls)
+    Times *tm;
+    XRec *xr = NULL;
+    if (tt == self->cls || tt == self->eager_cls)
+        tm = times_of(task);
+    else if (tt == (PyObject *)exact_type && (xr = reg_rec(task)) != NULL)
+        tm = &xr->t;  /* an exact task of ours: its record, one probe */
+    else
         return 0;
-
-    Times *tm = times_of(task);
     if (UNLIKELY(!(tm->set & F_BIT(F_STEPS)))) {
         PyErr_SetString(PyExc_AttributeError, "_ls_steps is not set");
         return -1;
@@ -895,14 +934,14 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
         Py_DECREF(state);
         return 0;
     }
-    return step_ended(self, task, tt, m, state, t1);
+    return step_ended(self, task, tt, xr, m, state, t1);
 }
 
 /* account, for a task whose step just ended it (or whose state is not the
  * interned "PENDING"): its end, filed.  Out of line: once per task, not per
  * step.  Consumes `state`. */
 static NOINLINE int
-step_ended(StepRun *self, PyObject *task, PyObject *tt, PyObject *m, PyObject *state, double t1)
+step_ended(StepRun *self, PyObject *task, PyObject *tt, XRec *xr, PyObject *m, PyObject *state, double t1)
 {
     Py_ssize_t *mo = self->m_off, *to = self->t_off;
     int pending = state == s_PENDING || PyUnicode_Compare(state, s_PENDING) == 0;
@@ -914,7 +953,7 @@ step_ended(StepRun *self, PyObject *task, PyObject *tt, PyObject *m, PyObject *s
     if (pt1 == NULL)
         return -1;
     int clean = 0;
-    if (finished && SLOT(task, to[T_CANCEL]) == Py_None) {
+    if (finished && (xr != NULL ? xr->f[E_CANCEL] : SLOT(task, to[T_CANCEL])) == Py_None) {
         PyObject *exc = cget(&self->g_exception, task, s_exception);
         if (exc == NULL) {
             Py_DECREF(pt1);
@@ -927,7 +966,9 @@ step_ended(StepRun *self, PyObject *task, PyObject *tt, PyObject *m, PyObject *s
     if (clean) {
         /* note_end's clean finish, inlined; an eager task says its end is
          * recorded, so that its __del__ does not record it again */
-        if (tt == self->eager_cls)
+        if (xr != NULL)
+            Py_XSETREF(xr->f[E_ENDED], Py_NewRef(Py_True));
+        else if (tt == self->eager_cls)
             set_slot(task, self->ended_off, Py_NewRef(Py_True));
         rc = count_done(m, mo[M_DONE]) < 0 ? -1 : keep_clean_end(self->budget, self->hooks, self->clean_end, task, pt1);
     }
@@ -1278,7 +1319,12 @@ static PyTypeObject StepRunType = {
  * Without a GIL (free-threaded builds) the registry is not enabled.
  */
 
-static PyObject **reg_slots;         /* NULL until the first task */
+typedef struct {
+    PyObject *task;  /* borrowed */
+    XRec *rec;       /* owned by the table, or NULL */
+} RegEntry;
+
+static RegEntry *reg_slots;          /* NULL until the first task */
 static int reg_bits;                 /* the table has 1 << reg_bits slots */
 static Py_ssize_t reg_used;
 static Py_ssize_t reg_lost;          /* tasks not added (no memory): readers must not trust the table */
@@ -1300,18 +1346,18 @@ static int
 reg_resize(int bits)
 {
     size_t n = (size_t)1 << bits, mask = n - 1;
-    PyObject **t = PyMem_RawCalloc(n, sizeof(PyObject *));
+    RegEntry *t = PyMem_RawCalloc(n, sizeof(RegEntry));
     if (t == NULL)
         return -1;
     size_t old = reg_slots == NULL ? 0 : (size_t)1 << reg_bits;
     for (size_t i = 0; i < old; i++) {
-        PyObject *p = reg_slots[i];
+        PyObject *p = reg_slots[i].task;
         if (p == NULL)
             continue;
         size_t j = reg_index(p, bits);
-        while (t[j] != NULL)
+        while (t[j].task != NULL)
             j = (j + 1) & mask;
-        t[j] = p;
+        t[j] = reg_slots[i];
     }
     PyMem_RawFree(reg_slots);
     reg_slots = t;
@@ -1319,44 +1365,76 @@ reg_resize(int bits)
     return 0;
 }
 
-static void
-reg_add(PyObject *p)
+/* List `p` with its record `rec` (may be NULL): 0, or -1 when the table
+ * could not grow (the task is counted lost, `rec` stays the caller's). */
+static int
+reg_put(PyObject *p, XRec *rec)
 {
     if (reg_slots == NULL || (size_t)(reg_used + 1) * 2 > ((size_t)1 << reg_bits)) {
         if (reg_resize(reg_slots == NULL ? REG_MIN_BITS : reg_bits + 1) < 0) {
             reg_lost++;
-            return;
+            return -1;
         }
     }
     size_t mask = ((size_t)1 << reg_bits) - 1, j = reg_index(p, reg_bits);
-    while (reg_slots[j] != NULL) {
-        if (reg_slots[j] == p)
-            return;
+    while (reg_slots[j].task != NULL) {
+        if (reg_slots[j].task == p)
+            return rec == NULL || reg_slots[j].rec == rec ? 0 : -1;
         j = (j + 1) & mask;
     }
-    reg_slots[j] = p;
+    reg_slots[j].task = p;
+    reg_slots[j].rec = rec;
     reg_used++;
+    return 0;
 }
 
-static void
+static inline void
+reg_add(PyObject *p)
+{
+    (void)reg_put(p, NULL);
+}
+
+/* The record kept for `p`, or NULL (not listed, or listed without one).
+ * One probe in the usual case: the step hook asks it for every step of an
+ * exact task. */
+static inline XRec *
+reg_rec(PyObject *p)
+{
+    if (reg_slots == NULL)
+        return NULL;
+    size_t mask = ((size_t)1 << reg_bits) - 1, i = reg_index(p, reg_bits);
+    for (;;) {
+        PyObject *q = reg_slots[i].task;
+        if (q == p)
+            return reg_slots[i].rec;
+        if (q == NULL)
+            return NULL;
+        i = (i + 1) & mask;
+    }
+}
+
+/* Unlist `p`; its record, now the caller's, is returned (NULL if none). */
+static XRec *
 reg_remove(PyObject *p)
 {
     if (reg_slots == NULL)
-        return;
+        return NULL;
     size_t mask = ((size_t)1 << reg_bits) - 1, i = reg_index(p, reg_bits);
-    while (reg_slots[i] != p) {
-        if (reg_slots[i] == NULL)
-            return;  /* not listed (made before the registry, or refused) */
+    while (reg_slots[i].task != p) {
+        if (reg_slots[i].task == NULL)
+            return NULL;  /* not listed (made before the registry, or refused) */
         i = (i + 1) & mask;
     }
+    XRec *rec = reg_slots[i].rec;
     /* Backward-shift deletion: move later entries of the run into the hole
      * unless their home slot lies cyclically in (hole, their slot]. */
     for (;;) {
-        reg_slots[i] = NULL;
+        reg_slots[i].task = NULL;
+        reg_slots[i].rec = NULL;
         size_t k = i;
         for (;;) {
             k = (k + 1) & mask;
-            PyObject *q = reg_slots[k];
+            PyObject *q = reg_slots[k].task;
             if (q == NULL)
                 goto removed;
             size_t h = reg_index(q, reg_bits);
@@ -1370,6 +1448,7 @@ removed:
     reg_used--;
     if (reg_bits > REG_MIN_BITS && (size_t)reg_used * 8 < ((size_t)1 << reg_bits))
         (void)reg_resize(reg_bits - 1);  /* on failure the table just stays larger */
+    return rec;
 }
 
 static void
@@ -1452,10 +1531,14 @@ registry_enable(PyObject *mod, PyObject *args)
 #endif
 }
 
+static void xrec_free(XRec *r);
+
 static PyObject *
 registry_discard(PyObject *mod, PyObject *task)
 {
-    reg_remove(task);
+    XRec *r = reg_remove(task);
+    if (r != NULL)
+        xrec_free(r);  /* (only exact tasks have one, and their finaliser unlists them) */
     Py_RETURN_NONE;
 }
 
@@ -1479,8 +1562,8 @@ registry_tasks(PyObject *mod, PyObject *unused)
     size_t n = reg_slots == NULL ? 0 : (size_t)1 << reg_bits;
     Py_ssize_t k = 0;
     for (size_t i = 0; i < n && k < reg_used; i++)
-        if (reg_slots[i] != NULL)
-            PyList_SET_ITEM(out, k++, Py_NewRef(reg_slots[i]));
+        if (reg_slots[i].task != NULL)
+            PyList_SET_ITEM(out, k++, Py_NewRef(reg_slots[i].task));
     return out;
 }
 
@@ -1536,6 +1619,9 @@ registry_state(PyObject *mod, PyObject *unused)
 }
 
 static PyObject *eager_init_install(PyObject *mod, PyObject *args);
+static PyObject *exact_enable(PyObject *mod, PyObject *args);
+static PyObject *exact_disable(PyObject *mod, PyObject *unused);
+static PyObject *exact_has(PyObject *mod, PyObject *task);
 
 static PyObject *code_cache_clear(PyObject *mod, PyObject *unused);
 
@@ -1565,6 +1651,10 @@ static PyMethodDef module_methods[] = {
      "code_cache_clear(): forget the creation-site verdicts read from tracker._code_skip (it was emptied)."},
     {"eager_init_install", eager_init_install, METH_VARARGS,
      "eager_init_install(base, init) -> bool: init.cls's instances are initialised by init from now on."},
+    {"exact_enable", exact_enable, METH_VARARGS,
+     "exact_enable(base, init, record_cancel, note_error) -> bool: init(coro, ...) makes exact tasks of base, recorded."},
+    {"exact_disable", exact_disable, METH_NOARGS, "exact_disable() -> int: exact tasks off, their records dropped."},
+    {"exact_has", exact_has, METH_O, "exact_has(task) -> bool: an exact task loopscope keeps a record of."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1732,33 +1822,64 @@ parent_link(PyObject *current_task, PyObject *link_of, PyObject *cls, Py_ssize_t
     if (parent == NULL)
         return NULL;
     PyObject *link;
+    XRec *xr;
     if (parent == Py_None)
         link = Py_NewRef(Py_None);
     else if (PyObject_TypeCheck(parent, (PyTypeObject *)cls) && SLOT(parent, plink_off) != NULL)
         link = Py_NewRef(SLOT(parent, plink_off));
+    else if (Py_TYPE(parent) == exact_type && (xr = reg_rec(parent)) != NULL && xr->f[E_PLINK] != NULL)
+        link = Py_NewRef(xr->f[E_PLINK]);  /* an exact parent's, kept in its record */
     else
         link = PyObject_CallOneArg(link_of, parent);
     Py_DECREF(parent);
     return link;
 }
 
+/* The record's field K_i set to `v` (stolen; NULL: failed): the slot of a
+ * TrackedTask, or the field of an exact task's record `xr`. */
+static const int k_field[K_N] = {E_CANCEL, E_CODE, E_LASTI, E_LINK, E_PLINK};
+
+static inline int
+k_set(Track *self, PyObject *task, XRec *xr, int i, PyObject *v)
+{
+    if (xr == NULL)
+        return set_slot(task, self->off[i], v);
+    if (v == NULL)
+        return -1;
+    Py_XSETREF(xr->f[k_field[i]], v);
+    return 0;
+}
+
 static int
 track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
 {
-    Py_ssize_t *o = self->off;
-    if (!PyObject_TypeCheck(task, (PyTypeObject *)self->cls)) {
-        PyErr_Format(PyExc_TypeError, "track() got a %.100s, not one of loopscope's tasks", Py_TYPE(task)->tp_name);
-        return -1;
-    }
+    XRec *xr = NULL;
     if (!PyFrame_Check(f)) {
         PyErr_SetString(PyExc_TypeError, "track() needs a frame");
         return -1;
     }
-    if (reg_on && reg_accepts(task))
-        reg_add(task);
-    if (set_slot(task, o[K_CANCEL], Py_NewRef(Py_None)) < 0)
+    if (Py_TYPE(task) == exact_type && exact_init != NULL) {
+        /* an exact task (see "Exact tasks"): its record, listed beside it */
+        if ((xr = PyMem_Calloc(1, sizeof(XRec))) == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (reg_put(task, xr) < 0) {
+            PyMem_Free(xr);
+            return 0;  /* no memory for the table: made, not recorded (counted lost) */
+        }
+        xr->owner = Py_NewRef(exact_init);
+        xr->f[E_NAME_CELL] = Py_NewRef(Py_None);  /* TrackedTask's class attribute */
+    }
+    else if (!PyObject_TypeCheck(task, (PyTypeObject *)self->cls)) {
+        PyErr_Format(PyExc_TypeError, "track() got a %.100s, not one of loopscope's tasks", Py_TYPE(task)->tp_name);
         return -1;
-    Times *tm = times_of(task);
+    }
+    else if (reg_on && reg_accepts(task))
+        reg_add(task);
+    if (k_set(self, task, xr, K_CANCEL, Py_NewRef(Py_None)) < 0)
+        return -1;
+    Times *tm = xr != NULL ? &xr->t : times_of(task);
     if (self->timed) {
         tm->steps = 0;
         tm->set |= F_BIT(F_STEPS) | F_BIT(F_FIRST) | FIRST_NONE;
@@ -1780,17 +1901,17 @@ track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
         Py_DECREF(code);
         return -1;
     }
-    PyObject *link = parent_link(self->current_task, self->link_of, self->cls, o[K_PLINK], loop);
+    PyObject *link = parent_link(self->current_task, self->link_of, self->cls, self->off[K_PLINK], loop);
     if (link == NULL) {
         Py_DECREF(code);
         Py_DECREF(lasti);
         return -1;
     }
-    set_slot(task, o[K_CODE], code);
-    set_slot(task, o[K_LASTI], lasti);
+    k_set(self, task, xr, K_CODE, code);
+    k_set(self, task, xr, K_LASTI, lasti);
     tm->v[F_CREATED] = monotonic();
     tm->set |= F_BIT(F_CREATED);
-    set_slot(task, o[K_LINK], link);  /* last: origin_of reads it first */
+    k_set(self, task, xr, K_LINK, link);  /* last: origin_of reads it first */
     PyObject *n = PyObject_CallNoArgs(self->bump);
     if (n == NULL)
         return -1;
@@ -2089,12 +2210,10 @@ static PyTypeObject TaskDelType = {
  * class's `_ls_eager_init` attribute.
  */
 
-enum { E_CANCEL, E_ENDED, E_CORO_NAME, E_NAME_CELL, E_CODE, E_LASTI, E_LINK, E_PLINK, E_N };
-static const char *e_names[E_N] = {"_ls_cancel", "_ls_ended", "_ls_coro_name", "_ls_name_cell", "_ls_code",
-                                   "_ls_lasti", "_ls_link", "_ls_plink"};  /* and the task's Times */
 
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall;  /* calling it makes an exact task (exact_new) */
     PyObject *cls;          /* EagerTrackedTask */
     PyObject *track_cls;    /* TrackedTask: a parent's _ls_plink */
     PyObject *skip;         /* tracker._code_skip */
@@ -2108,6 +2227,11 @@ typedef struct {
     PyObject *budget;       /* the done ring's one-element budget */
     PyObject *hooks;        /* .register, .call_register, .unregister */
     PyObject *note_error;
+    PyObject *metrics;      /* tracker.metrics: id(loop) -> LoopMetrics (exact_release) */
+    PyObject *seen_wr;      /* a weak reference to the loop last seen (its callback: loop_gone) */
+    PyObject *seen_m;       /* and its metrics */
+    PyObject *seen_loop;    /* borrowed, compared only: that loop, while seen_gen is metrics_gen */
+    unsigned long seen_gen;
     int name_cell;          /* tracker._EAGER_NAME_CELL */
     Hist hist;
     CGet g_state, g_exception, g_qualname;  /* a task's _state, _exception; a coroutine's __qualname__ */
@@ -2117,21 +2241,70 @@ typedef struct {
 } EagerInit;
 
 static PyTypeObject EagerInitType;
+static PyObject *exact_new(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 static PyObject *s_eager_init, *s_coro, *s_loop_kw, *s_eager_start, *s_qualname, *s_is_running, *s_init;
 static initproc eager_base_init;  /* asyncio.Task's own __init__ */
 
 /* The recording before the task's first step: the slots, and the loop's
  * metrics if that step runs now (*m: a new reference, or NULL). */
-static int
-eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObject **m)
+/* One of the eager record's fields set to `v` (stolen; NULL: failed):
+ * the slot of an EagerTrackedTask, or the field of an exact task's record
+ * `xr`. */
+static inline int
+e_set(EagerInit *e, PyObject *task, XRec *xr, int i, PyObject *v)
 {
-    Py_ssize_t *o = e->off;
-    if (!PyObject_TypeCheck(task, (PyTypeObject *)e->cls)) {
-        PyErr_Format(PyExc_TypeError, "EagerInit got a %.100s, not one of loopscope's eager tasks", Py_TYPE(task)->tp_name);
+    if (xr == NULL)
+        return set_slot(task, e->off[i], v);
+    if (v == NULL)
         return -1;
+    Py_XSETREF(xr->f[i], v);
+    return 0;
+}
+
+static inline PyObject *
+e_get(EagerInit *e, PyObject *task, XRec *xr, int i)
+{
+    return xr != NULL ? xr->f[i] : SLOT(task, e->off[i]);
+}
+
+/* The loop's metrics (a new reference in *m, NULL if it has none of ours),
+ * looked up, and remembered as loop_metrics_slow remembers them. */
+static NOINLINE int
+eager_metrics_slow(EagerInit *e, PyObject *loop, PyObject **m)
+{
+    unsigned long gen = metrics_gen;
+    if (get_optional_attr(loop, s_metrics, m) < 0)
+        return -1;
+    if (*m == NULL)
+        return 0;
+    if ((PyObject *)Py_TYPE(*m) != e->metrics_cls) {
+        Py_CLEAR(*m);  /* not a loop of ours after all */
+        return 0;
     }
-    if (reg_on && reg_accepts(task))
-        reg_add(task);
+    PyObject *wr = PyWeakref_NewRef(loop, loop_gone_cb);
+    if (wr == NULL)
+        PyErr_Clear();  /* a loop without weak references: looked up each time */
+    else {
+        e->seen_loop = NULL;
+        Py_XSETREF(e->seen_wr, wr);
+        Py_XSETREF(e->seen_m, Py_NewRef(*m));
+        e->seen_loop = loop;
+        e->seen_gen = gen;
+    }
+    return 0;
+}
+
+static int
+eager_record(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *kwds, PyObject **m)
+{
+    if (xr == NULL) {
+        if (!PyObject_TypeCheck(task, (PyTypeObject *)e->cls)) {
+            PyErr_Format(PyExc_TypeError, "EagerInit got a %.100s, not one of loopscope's eager tasks", Py_TYPE(task)->tp_name);
+            return -1;
+        }
+        if (reg_on && reg_accepts(task))
+            reg_add(task);
+    }
     /* borrowed from args and kwds, which the caller holds */
     PyObject *coro = PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
     PyObject *loop = NULL, *start = NULL;
@@ -2151,11 +2324,11 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
     Py_DECREF(running_loop);
     int rc = -1;
     PyObject *name = NULL;
-    Times *tm = times_of(task);
+    Times *tm = xr != NULL ? &xr->t : times_of(task);
     tm->steps = 0;
     tm->v[F_BUSY] = tm->v[F_LONGEST] = 0.0;
     tm->set |= F_BIT(F_STEPS) | F_BIT(F_BUSY) | F_BIT(F_LONGEST) | F_BIT(F_FIRST) | FIRST_NONE;
-    if (set_slot(task, o[E_CANCEL], Py_NewRef(Py_None)) < 0 || set_slot(task, o[E_ENDED], Py_NewRef(Py_False)) < 0)
+    if (e_set(e, task, xr, E_CANCEL, Py_NewRef(Py_None)) < 0 || e_set(e, task, xr, E_ENDED, Py_NewRef(Py_False)) < 0)
         goto done;
     if (coro != NULL) {
         if (e->g_qualname.get != NULL && Py_IS_TYPE(coro, &PyCoro_Type)) {
@@ -2165,14 +2338,14 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
         else if (get_optional_attr(coro, s_qualname, &name) < 0)
             goto done;
     }
-    if (set_slot(task, o[E_CORO_NAME], name != NULL ? name : Py_NewRef(Py_None)) < 0)
+    if (e_set(e, task, xr, E_CORO_NAME, name != NULL ? name : Py_NewRef(Py_None)) < 0)
         goto done;
     PyObject *cell = e->name_cell ? PyList_New(1) : Py_NewRef(Py_None);
     if (cell == NULL)
         goto done;
     if (e->name_cell)
         PyList_SET_ITEM(cell, 0, Py_NewRef(Py_None));
-    set_slot(task, o[E_NAME_CELL], cell);
+    e_set(e, task, xr, E_NAME_CELL, cell);
     /* the caller's frame: what _getframe(1) is in the Python __init__ */
     PyObject *site = user_frame(e->skip, e->first_user, (PyObject *)PyEval_GetFrame());
     if (site == NULL)
@@ -2183,12 +2356,12 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
         goto done;
     }
     if (site == Py_None) {
-        set_slot(task, o[E_CODE], Py_NewRef(Py_None));
-        set_slot(task, o[E_LASTI], Py_NewRef(Py_None));
+        e_set(e, task, xr, E_CODE, Py_NewRef(Py_None));
+        e_set(e, task, xr, E_LASTI, Py_NewRef(Py_None));
     }
     else {
-        set_slot(task, o[E_CODE], (PyObject *)PyFrame_GetCode((PyFrameObject *)site));
-        if (set_slot(task, o[E_LASTI], PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)site))) < 0) {
+        e_set(e, task, xr, E_CODE, (PyObject *)PyFrame_GetCode((PyFrameObject *)site));
+        if (e_set(e, task, xr, E_LASTI, PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)site))) < 0) {
             Py_DECREF(site);
             Py_DECREF(link);
             goto done;
@@ -2197,7 +2370,7 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
     Py_DECREF(site);
     tm->v[F_CREATED] = monotonic();
     tm->set |= F_BIT(F_CREATED);
-    set_slot(task, o[E_LINK], link);  /* last: origin_of reads it first */
+    e_set(e, task, xr, E_LINK, link);  /* last: origin_of reads it first */
     rc = 0;
     int eager = start == NULL ? 0 : PyObject_IsTrue(start);
     if (eager <= 0 || loop == Py_None) {
@@ -2215,12 +2388,14 @@ eager_record(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds, PyObj
         }
     }
     PyObject *mm;
-    if (get_optional_attr(loop, s_metrics, &mm) < 0) {
+    if (LIKELY(loop == e->seen_loop && e->seen_gen == metrics_gen))
+        mm = Py_NewRef(e->seen_m);  /* see loop_metrics: the lookup costs ~200 instructions */
+    else if (eager_metrics_slow(e, loop, &mm) < 0) {
         rc = -1;
         goto done;
     }
-    if (mm != NULL && (PyObject *)Py_TYPE(mm) != e->metrics_cls)
-        Py_CLEAR(mm);  /* not a loop of ours after all */
+    if (xr != NULL && mm != NULL)
+        Py_XSETREF(xr->m, Py_NewRef(mm));  /* for its end, if no step files it */
     *m = mm;
 done:
     Py_DECREF(loop);
@@ -2230,7 +2405,7 @@ done:
 /* Tracker.eager_step: the first step, timed around asyncio's __init__,
  * filed like any other; 1 if it finished the task, -1 on error. */
 static int
-eager_first_step(EagerInit *e, PyObject *task, PyObject *m, double n0, double t0, double t1)
+eager_first_step(EagerInit *e, PyObject *task, Times *tm, PyObject *m, double n0, double t0, double t1)
 {
     Py_ssize_t *mo = e->m_off;
     double nested;
@@ -2242,7 +2417,6 @@ eager_first_step(EagerInit *e, PyObject *task, PyObject *m, double n0, double t0
         d = 0.0;
     if (set_float(m, mo[M_NESTED], n0 + (t1 - t0)) < 0 || file_step(m, mo, &e->hist, task, t0, d) < 0)
         return -1;
-    Times *tm = times_of(task);
     tm->v[F_BUSY] = tm->v[F_LONGEST] = d;
     tm->v[F_FIRST] = 0.0;
     tm->v[F_LAST] = t1;
@@ -2259,7 +2433,7 @@ eager_first_step(EagerInit *e, PyObject *task, PyObject *m, double n0, double t0
 /* After the first step: task_register, then the end if that step ended the
  * task (note_end, its clean case inlined). */
 static int
-eager_after(EagerInit *e, PyObject *task, PyObject *m, int ended, double t1)
+eager_after(EagerInit *e, PyObject *task, XRec *xr, PyObject *m, int ended, double t1)
 {
     int want = hook_on(e->hooks, HOOK_REGISTER, s_register);
     if (want < 0)
@@ -2276,7 +2450,7 @@ eager_after(EagerInit *e, PyObject *task, PyObject *m, int ended, double t1)
     if (now == NULL)
         return -1;
     int clean = 0, rc;
-    if (SLOT(task, e->off[E_CANCEL]) == Py_None) {
+    if (e_get(e, task, xr, E_CANCEL) == Py_None) {
         PyObject *state = cget(&e->g_state, task, s_state);
         int finished = state != NULL && (state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0);
         Py_XDECREF(state);
@@ -2289,7 +2463,7 @@ eager_after(EagerInit *e, PyObject *task, PyObject *m, int ended, double t1)
         Py_XDECREF(exc);
     }
     if (clean) {
-        set_slot(task, e->off[E_ENDED], Py_NewRef(Py_True));  /* its __del__ must not record it again */
+        e_set(e, task, xr, E_ENDED, Py_NewRef(Py_True));  /* its __del__ must not record it again */
         rc = count_done(m, e->m_off[M_DONE]) < 0 ? -1 : keep_clean_end(e->budget, e->hooks, e->clean_end, task, now);
     }
     else {
@@ -2301,17 +2475,15 @@ eager_after(EagerInit *e, PyObject *task, PyObject *m, int ended, double t1)
     return rc;
 }
 
+/* The body of EagerTrackedTask.__init__ (xr NULL) and of an exact task's
+ * construction (its record xr, listed): the record, asyncio's own
+ * __init__ with the eager first step it runs timed, task_register, and the
+ * end if that step ended the task.  Returns what asyncio's __init__ did. */
 static int
-eager_tp_init(PyObject *task, PyObject *args, PyObject *kwds)
+eager_init_body(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *kwds)
 {
-    PyObject *st = PyDict_GetItemWithError(Py_TYPE(task)->tp_dict, s_eager_init);
-    if (st == NULL || !Py_IS_TYPE(st, &EagerInitType)) {
-        PyErr_Clear();  /* not installed on this class after all: asyncio's own */
-        return eager_base_init(task, args, kwds);
-    }
-    EagerInit *e = (EagerInit *)Py_NewRef(st);
     PyObject *m = NULL;
-    if (eager_record(e, task, args, kwds, &m) < 0) {
+    if (eager_record(e, task, xr, args, kwds, &m) < 0) {
         hand_over_error(e->note_error);  /* never into the program */
         Py_CLEAR(m);
     }
@@ -2328,34 +2500,47 @@ eager_tp_init(PyObject *task, PyObject *args, PyObject *kwds)
         double t0 = monotonic();
         rc = eager_base_init(task, args, kwds);
         t1 = monotonic();
-        if (rc == 0 && (ended = eager_first_step(e, task, m, n0, t0, t1)) < 0) {
+        if (rc == 0 && (ended = eager_first_step(e, task, xr != NULL ? &xr->t : times_of(task), m, n0, t0, t1)) < 0) {
             hand_over_error(e->note_error);
             ended = 0;
         }
     }
-    if (rc == 0 && eager_after(e, task, m, ended, t1) < 0)
+    if (rc == 0 && eager_after(e, task, xr, m, ended, t1) < 0)
         hand_over_error(e->note_error);
     Py_XDECREF(m);
+    return rc;
+}
+
+static int
+eager_tp_init(PyObject *task, PyObject *args, PyObject *kwds)
+{
+    PyObject *st = PyDict_GetItemWithError(Py_TYPE(task)->tp_dict, s_eager_init);
+    if (st == NULL || !Py_IS_TYPE(st, &EagerInitType)) {
+        PyErr_Clear();  /* not installed on this class after all: asyncio's own */
+        return eager_base_init(task, args, kwds);
+    }
+    EagerInit *e = (EagerInit *)Py_NewRef(st);
+    int rc = eager_init_body(e, task, NULL, args, kwds);
     Py_DECREF(e);
     return rc;
 }
 
-REFS_GC(eagerinit, EagerInit, cls, note_error)
+REFS_GC(eagerinit, EagerInit, cls, seen_m)
 
 static PyObject *
 eagerinit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kw[] = {"cls", "track_cls", "skip", "first_user", "current_task", "link_of", "running_loop",
                          "metrics_cls", "note_end", "clean_end", "budget", "hooks", "note_error", "fine_limit",
-                         "bounds", "name_cell", "coro_qualname", NULL};
+                         "bounds", "name_cell", "coro_qualname", "metrics", NULL};
     PyObject *cls, *track_cls, *skip, *first_user, *current_task, *link_of, *running_loop, *metrics_cls;
-    PyObject *note_end, *clean_end, *budget, *hooks, *note_error, *bounds, *coro_qualname;
+    PyObject *note_end, *clean_end, *budget, *hooks, *note_error, *bounds, *coro_qualname, *metrics;
     double fine_limit;
     int name_cell;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOOOOdOpO:EagerInit", kw, &cls, &track_cls, &skip,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOOOOdOpOO!:EagerInit", kw, &cls, &track_cls, &skip,
                                      &first_user, &current_task, &link_of, &running_loop, &metrics_cls, &note_end,
                                      &clean_end, &budget, &hooks, &note_error, &fine_limit, &bounds, &name_cell,
-                                     &coro_qualname))
+                                     &coro_qualname, &PyDict_Type, &metrics))
         return NULL;
     if (!PyType_Check(cls) || !PyType_Check(track_cls) || !PyType_Check(metrics_cls)
         || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)track_cls)) {
@@ -2371,13 +2556,14 @@ eagerinit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     EagerInit *self = (EagerInit *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    self->vectorcall = exact_new;
     if (hist_init(&self->hist, fine_limit, bounds) < 0 || metrics_offsets(metrics_cls, self->m_off) < 0
         || member_offset(track_cls, "_ls_plink", &self->plink_off) < 0) {
         Py_DECREF(self);
         return NULL;
     }
     for (int i = 0; i < E_N; i++)
-        if (member_offset(cls, e_names[i], &self->off[i]) < 0) {
+        if (member_offset(cls, x_names[i], &self->off[i]) < 0) {
             Py_DECREF(self);
             return NULL;
         }
@@ -2399,15 +2585,19 @@ eagerinit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->hooks = Py_NewRef(hooks);
     hooks_layout(hooks);
     self->note_error = Py_NewRef(note_error);
+    self->metrics = Py_NewRef(metrics);
     return (PyObject *)self;
 }
 
 static PyTypeObject EagerInitType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "loopscope.agent._speedups.EagerInit",
-    .tp_doc = "EagerTrackedTask.__init__ (agent/tracker.py), compiled; see eager_init_install.",
+    .tp_doc = "EagerTrackedTask.__init__ (agent/tracker.py), compiled; see eager_init_install.  "
+              "Called like the class, it makes an exact asyncio.Task while exact tasks are on (exact_enable).",
     .tp_basicsize = sizeof(EagerInit),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(EagerInit, vectorcall),
+    .tp_call = PyVectorcall_Call,
     .tp_traverse = (traverseproc)eagerinit_traverse,
     .tp_clear = (inquiry)eagerinit_clear,
     .tp_dealloc = gc_dealloc,
@@ -2443,6 +2633,427 @@ eager_init_install(PyObject *mod, PyObject *args)
     eager_base_init = base_init;
     cls->tp_init = eager_tp_init;
     Py_RETURN_TRUE;
+}
+
+
+/* ------------------------------------------------------------------------
+ * Exact tasks: eager tasks made as exact asyncio.Task objects, their
+ * records kept beside them in the task registry (3.14+).
+ *
+ * Why: a task that is an instance of a subclass sends CPython down its
+ * generic paths wherever another task awaits it or it awaits something:
+ * task_wakeup calls result() by name, the step reads
+ * _asyncio_future_blocking, get_loop and add_done_callback as bound
+ * methods.  Measured on aiohttp (whose connection task awaits each
+ * request's eager task): ~600 instruction-cache misses per request, about
+ * 2.5 % of its throughput before loopscope records anything (BENCHMARKS.md,
+ * fifteenth session).  An exact Task takes asyncio's fast paths.
+ *
+ * What an EagerTrackedTask keeps in its slots and Times goes into an XRec
+ * the registry holds beside the task's pointer: the step hook finds it in
+ * the one probe it makes for an exact task (account), the constructor
+ * writes it through the same code as the slots (eager_init_body).
+ * asyncio's Task class gets, while exact tasks are on:
+ *  - getset descriptors of the record's names (`_ls_cancel`, `_ls_steps`,
+ *    ...), so that every Python reader and writer of those attributes works
+ *    on an exact task as on one of loopscope's; a task without a record
+ *    raises AttributeError, as an unset slot does.  Loopscope's subclasses
+ *    define the same names themselves, which come first in their MRO;
+ *  - a finaliser (exact_finalize) that files the end of a task no step
+ *    ended (destroyed pending, or on a loop without the step hook), unlists
+ *    it and frees its record, then calls asyncio's: the record never
+ *    outlives the task;
+ *  - a `cancel` (ExactCancel) that records who cancelled a task with a
+ *    record, then calls asyncio's.
+ * exact_disable puts asyncio's back and drops every record.  A subclass
+ * of Task made meanwhile inherits exact_finalize, which then just calls
+ * asyncio's for it.
+ */
+
+static destructor exact_base_finalize;  /* its own finaliser (kept: subclasses may inherit ours) */
+static PyObject *exact_cancel_orig;     /* its own cancel, while on */
+
+static void
+xrec_free(XRec *r)
+{
+    for (int i = 0; i < X_N; i++)
+        Py_XDECREF(r->f[i]);
+    Py_XDECREF(r->m);
+    Py_XDECREF(r->owner);
+    PyMem_Free(r);
+}
+
+/* EagerInit called like the class: an exact asyncio.Task built from the
+ * same arguments, recorded in a record listed beside it.  While exact tasks
+ * are off (or for another EagerInit than the one on), the class itself. */
+static PyObject *
+exact_new(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    EagerInit *e = (EagerInit *)op;
+    if (op != exact_init || exact_type == NULL)
+        return PyObject_Vectorcall(e->cls, args, nargsf, kwnames);
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *targs = PyTuple_New(nargs), *kwds = NULL, *task = NULL;
+    if (targs == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(targs, i, Py_NewRef(args[i]));
+    if (nkw > 0) {
+        if ((kwds = PyDict_New()) == NULL)
+            goto done;
+        for (Py_ssize_t i = 0; i < nkw; i++)
+            if (PyDict_SetItem(kwds, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+                goto done;
+    }
+    PyTypeObject *tp = exact_type;
+    task = tp->tp_new(tp, targs, kwds);
+    if (task == NULL)
+        goto done;
+    XRec *xr = reg_on ? PyMem_Calloc(1, sizeof(XRec)) : NULL;
+    if (xr != NULL && reg_put(task, xr) < 0) {
+        PyMem_Free(xr);
+        xr = NULL;
+    }
+    int rc;
+    if (xr == NULL)
+        rc = eager_base_init(task, targs, kwds);  /* no memory: made, not recorded */
+    else {
+        xr->owner = Py_NewRef(op);
+        xr->eager = 1;
+        rc = eager_init_body(e, task, xr, targs, kwds);
+    }
+    if (rc < 0) {
+        XRec *gone = reg_remove(task);
+        if (gone != NULL)
+            xrec_free(gone);
+        Py_CLEAR(task);
+    }
+done:
+    Py_DECREF(targs);
+    Py_XDECREF(kwds);
+    return task;
+}
+
+/* The end of an exact task that no step filed: TaskDel's record_release,
+ * from its record. */
+static int
+exact_release(XRec *xr, PyObject *task)
+{
+    EagerInit *e = (EagerInit *)xr->owner;
+    PyObject *m = xr->m != NULL ? Py_NewRef(xr->m) : NULL;
+    if (m == NULL) {
+        /* TaskDel's metrics_of: by the loop's id (uvloop's loops take no
+         * attribute) */
+        PyObject *loop = PyObject_GetAttr(task, s_loop);
+        PyObject *key = loop != NULL ? PyLong_FromVoidPtr(loop) : NULL;
+        Py_XDECREF(loop);
+        if (key == NULL)
+            return -1;
+        m = PyDict_GetItemWithError(e->metrics, key);  /* borrowed */
+        Py_DECREF(key);
+        if (m == NULL && PyErr_Occurred())
+            return -1;
+        if (m != NULL && (PyObject *)Py_TYPE(m) != e->metrics_cls)
+            m = NULL;
+        Py_XINCREF(m);
+    }
+    int clean = 0, rc = -1;
+    if (xr->f[E_CANCEL] == Py_None) {
+        PyObject *state = cget(&e->g_state, task, s_state);
+        if (state == NULL)
+            goto done;
+        int finished = state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0;
+        Py_DECREF(state);
+        if (finished) {
+            PyObject *exc = cget(&e->g_exception, task, s_exception);
+            if (exc == NULL)
+                goto done;
+            clean = exc == Py_None;
+            Py_DECREF(exc);
+        }
+    }
+    if (clean) {
+        if (m != NULL && count_done(m, e->m_off[M_DONE]) < 0)
+            goto done;
+        rc = keep_clean_end(e->budget, e->hooks, e->clean_end, task, Py_None);
+    }
+    else {
+        PyObject *now = PyFloat_FromDouble(monotonic());
+        PyObject *r = now ? PyObject_CallFunctionObjArgs(e->note_end, m != NULL ? m : Py_None, task, now, NULL) : NULL;
+        Py_XDECREF(now);
+        Py_XDECREF(r);
+        rc = r == NULL ? -1 : 0;
+    }
+done:
+    Py_XDECREF(m);
+    return rc;
+}
+
+static void
+exact_finalize(PyObject *task)
+{
+    XRec *xr;
+    if (Py_TYPE(task) == exact_type && (xr = reg_rec(task)) != NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (xr->f[E_ENDED] != Py_True) {
+            PyObject *owner = Py_NewRef(xr->owner);
+            if (exact_release(xr, task) < 0)
+                hand_over_error(((EagerInit *)owner)->note_error);  /* never into the program */
+            Py_DECREF(owner);
+        }
+        /* the Python code above may have changed the table (even dropped
+         * every record: exact_disable): unlist only what is still ours */
+        if (reg_rec(task) == xr)
+            xrec_free(reg_remove(task));
+        PyErr_Restore(type, value, tb);
+    }
+    exact_base_finalize(task);
+}
+
+/* The record's attributes on asyncio's Task (see above): closure i < X_N is
+ * a field, X_N + f the Times field f, XG_EAGER `_ls_eager`. */
+enum { XG_TIMES = X_N, XG_EAGER = X_N + F_N, XG_N };
+
+static PyObject *
+exact_get(PyObject *task, void *closure)
+{
+    int i = (int)(intptr_t)closure;
+    XRec *xr = Py_TYPE(task) == exact_type ? reg_rec(task) : NULL;
+    if (xr != NULL) {
+        if (i >= XG_EAGER)
+            return PyBool_FromLong(xr->eager);
+        if (i >= XG_TIMES)
+            return times_read(&xr->t, i - XG_TIMES, task);
+        if (xr->f[i] != NULL)
+            return Py_NewRef(xr->f[i]);
+    }
+    PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'", Py_TYPE(task)->tp_name,
+                 i >= XG_EAGER ? "_ls_eager" : i >= XG_TIMES ? f_names[i - XG_TIMES] : x_names[i]);
+    return NULL;
+}
+
+static int
+exact_set(PyObject *task, PyObject *value, void *closure)
+{
+    int i = (int)(intptr_t)closure;
+    XRec *xr = Py_TYPE(task) == exact_type ? reg_rec(task) : NULL;
+    if (xr == NULL || i >= XG_EAGER) {
+        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s' to set", Py_TYPE(task)->tp_name,
+                     i >= XG_EAGER ? "_ls_eager" : i >= XG_TIMES ? f_names[i - XG_TIMES] : x_names[i]);
+        return -1;
+    }
+    if (i >= XG_TIMES)
+        return times_write(&xr->t, i - XG_TIMES, value);
+    Py_XSETREF(xr->f[i], Py_XNewRef(value));
+    return 0;
+}
+
+static PyGetSetDef exact_getset[XG_N];
+
+/* ExactCancel: asyncio.Task.cancel while exact tasks are on. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *orig;        /* asyncio's cancel (a method descriptor) */
+    PyObject *record;      /* tracker's exact_cancel(task, msg) */
+    PyObject *note_error;
+} ExactCancel;
+
+static PyObject *s_msg;
+
+static PyObject *
+exactcancel_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    ExactCancel *self = (ExactCancel *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs >= 1 && Py_TYPE(args[0]) == exact_type && reg_rec(args[0]) != NULL) {
+        PyObject *msg = nargs >= 2 ? args[1] : Py_None;
+        for (Py_ssize_t i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++)
+            if (PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, i), s_msg) == 0)
+                msg = args[nargs + i];
+        PyObject *r = PyObject_CallFunctionObjArgs(self->record, args[0], msg, NULL);
+        if (r == NULL)
+            hand_over_error(self->note_error);  /* the cancel itself goes on */
+        Py_XDECREF(r);
+    }
+    return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+}
+
+REFS_GC(exactcancel, ExactCancel, orig, note_error)
+
+/* Anything else is asyncio's cancel's: __name__, __qualname__,
+ * __text_signature__, __objclass__, for whoever introspects it. */
+static PyObject *
+exactcancel_getattro(PyObject *op, PyObject *name)
+{
+    PyObject *v = PyObject_GenericGetAttr(op, name);
+    if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return v;
+    PyErr_Clear();
+    return PyObject_GetAttr(((ExactCancel *)op)->orig, name);
+}
+
+static PyObject *
+exactcancel_get_doc(PyObject *op, void *closure)
+{
+    return PyObject_GetAttrString(((ExactCancel *)op)->orig, "__doc__");
+}
+
+static PyGetSetDef exactcancel_getset[] = {
+    {"__doc__", exactcancel_get_doc, NULL, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject ExactCancelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "loopscope.agent._speedups.ExactCancel",
+    .tp_basicsize = sizeof(ExactCancel),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_vectorcall_offset = offsetof(ExactCancel, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = method_descr_get,
+    .tp_getattro = exactcancel_getattro,
+    .tp_getset = exactcancel_getset,
+    .tp_traverse = (traverseproc)exactcancel_traverse,
+    .tp_clear = (inquiry)exactcancel_clear,
+    .tp_dealloc = gc_dealloc,
+};
+
+/* 1 if none of the names exact_enable adds is in asyncio's Task's dict. */
+static int
+exact_names_free(PyObject *dict)
+{
+    for (int i = 0; i < XG_N; i++) {
+        PyObject *name = PyUnicode_FromString(exact_getset[i].name);
+        int has = name == NULL ? -1 : PyDict_Contains(dict, name);
+        Py_XDECREF(name);
+        if (has != 0)
+            return has < 0 ? -1 : 0;
+    }
+    return 1;
+}
+
+/* exact_enable(base, init, record_cancel, note_error) -> bool: `init`
+ * (an EagerInit), called, makes exact tasks of `base` (asyncio.Task) from
+ * now on.  False, and nothing changed, where that cannot be done safely:
+ * the registry off, `base` not the class EagerInit's install read its
+ * __init__ from, a finaliser or a `cancel` already replaced, a name taken. */
+static PyObject *
+exact_enable(PyObject *mod, PyObject *args)
+{
+    PyObject *base, *init, *record, *note_error;
+    if (!PyArg_ParseTuple(args, "O!O!OO:exact_enable", &PyType_Type, &base, &EagerInitType, &init, &record, &note_error))
+        return NULL;
+    PyTypeObject *tp = (PyTypeObject *)base;
+#ifdef Py_GIL_DISABLED
+    Py_RETURN_FALSE;  /* the registry is off there */
+#endif
+    if (exact_type != NULL || !reg_on || tp->tp_init != eager_base_init || tp->tp_finalize == NULL
+        || tp->tp_finalize != reg_base_finalize || tp->tp_dict == NULL)
+        Py_RETURN_FALSE;
+    PyObject *dict = tp->tp_dict;
+    PyObject *orig = PyDict_GetItemString(dict, "cancel");  /* borrowed */
+    if (orig == NULL || !Py_IS_TYPE(orig, &PyMethodDescr_Type))
+        Py_RETURN_FALSE;
+    for (int i = 0; i < XG_N; i++) {
+        exact_getset[i].name = i >= XG_EAGER ? "_ls_eager" : i >= XG_TIMES ? f_names[i - XG_TIMES] : x_names[i];
+        exact_getset[i].get = exact_get;
+        exact_getset[i].set = i >= XG_EAGER ? NULL : exact_set;
+        exact_getset[i].doc = NULL;
+        exact_getset[i].closure = (void *)(intptr_t)i;
+    }
+    int free_ = exact_names_free(dict);
+    if (free_ <= 0) {
+        if (free_ < 0)
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    ExactCancel *c = PyObject_GC_New(ExactCancel, &ExactCancelType);
+    if (c == NULL)
+        return NULL;
+    c->vectorcall = exactcancel_vectorcall;
+    c->orig = Py_NewRef(orig);
+    c->record = Py_NewRef(record);
+    c->note_error = Py_NewRef(note_error);
+    PyObject_GC_Track((PyObject *)c);
+    PyObject *descrs[XG_N];
+    int made = 0;
+    for (; made < XG_N; made++)
+        if ((descrs[made] = PyDescr_NewGetSet(tp, &exact_getset[made])) == NULL)
+            break;
+    int ok = made == XG_N;
+    for (int i = 0; ok && i < XG_N; i++)
+        ok = PyDict_SetItemString(dict, exact_getset[i].name, descrs[i]) == 0;
+    if (ok)
+        ok = PyDict_SetItemString(dict, "cancel", (PyObject *)c) == 0;
+    for (int i = 0; i < made; i++)
+        Py_DECREF(descrs[i]);
+    if (!ok) {
+        for (int i = 0; i < XG_N; i++)
+            if (PyDict_DelItemString(dict, exact_getset[i].name) < 0)
+                PyErr_Clear();
+        (void)PyDict_SetItemString(dict, "cancel", orig);
+        PyType_Modified(tp);
+        Py_DECREF(c);
+        return NULL;
+    }
+    exact_cancel_orig = Py_NewRef(orig);
+    Py_DECREF(c);  /* the dict holds it */
+    exact_base_finalize = tp->tp_finalize;
+    tp->tp_finalize = exact_finalize;
+    PyType_Modified(tp);
+    exact_init = Py_NewRef(init);
+    exact_type = tp;
+    Py_RETURN_TRUE;
+}
+
+/* exact_disable() -> int: asyncio's Task as it was; every record dropped
+ * (its task no longer listed).  The number of records dropped. */
+static PyObject *
+exact_disable(PyObject *mod, PyObject *unused)
+{
+    PyTypeObject *tp = exact_type;
+    if (tp == NULL)
+        return PyLong_FromLong(0);
+    exact_type = NULL;  /* from here no record is made, read or filed */
+    tp->tp_finalize = exact_base_finalize;
+    PyObject *dict = tp->tp_dict;
+    for (int i = 0; i < XG_N; i++)
+        if (PyDict_DelItemString(dict, exact_getset[i].name) < 0)
+            PyErr_Clear();
+    if (PyDict_SetItemString(dict, "cancel", exact_cancel_orig) < 0)
+        PyErr_Clear();
+    Py_CLEAR(exact_cancel_orig);
+    PyType_Modified(tp);
+    Py_CLEAR(exact_init);
+    /* the records, taken out of the table first, freed after (freeing may
+     * run any code, which may list or unlist tasks) */
+    Py_ssize_t n = 0, k = 0;
+    size_t size = reg_slots == NULL ? 0 : (size_t)1 << reg_bits;
+    for (size_t i = 0; i < size; i++)
+        n += reg_slots[i].task != NULL && reg_slots[i].rec != NULL;
+    PyObject **tasks = n > 0 ? PyMem_Malloc((size_t)n * sizeof(PyObject *)) : NULL;
+    if (n > 0 && tasks == NULL)
+        return PyErr_NoMemory();
+    for (size_t i = 0; i < size && k < n; i++)
+        if (reg_slots[i].task != NULL && reg_slots[i].rec != NULL)
+            tasks[k++] = reg_slots[i].task;
+    XRec **recs = (XRec **)tasks;  /* the same array, one for one */
+    for (Py_ssize_t i = 0; i < k; i++)
+        recs[i] = reg_remove(tasks[i]);
+    for (Py_ssize_t i = 0; i < k; i++)
+        if (recs[i] != NULL)
+            xrec_free(recs[i]);
+    PyMem_Free(tasks);
+    return PyLong_FromSsize_t(k);
+}
+
+/* exact_has(task) -> bool: an exact task with a record (one of ours). */
+static PyObject *
+exact_has(PyObject *mod, PyObject *task)
+{
+    return PyBool_FromLong(Py_TYPE(task) == exact_type && reg_rec(task) != NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -2627,7 +3238,8 @@ PyInit__speedups(void)
         || intern(&s_register, "register") || intern(&s_call_register, "call_register")
         || intern(&s_ls_m, "_ls_m") || intern(&s_self, "__self__") || intern(&s_eager_init, "_ls_eager_init")
         || intern(&s_coro, "coro") || intern(&s_loop_kw, "loop") || intern(&s_eager_start, "eager_start")
-        || intern(&s_qualname, "__qualname__") || intern(&s_is_running, "is_running") || intern(&s_init, "__init__"))
+        || intern(&s_qualname, "__qualname__") || intern(&s_is_running, "is_running") || intern(&s_init, "__init__")
+        || intern(&s_msg, "msg"))
         return NULL;
     zero = PyLong_FromLong(0);
     fzero = PyFloat_FromDouble(0.0);
@@ -2635,6 +3247,8 @@ PyInit__speedups(void)
     if (loop_gone_cb == NULL)
         return NULL;
     if (zero == NULL || fzero == NULL)
+        return NULL;
+    if (PyType_Ready(&ExactCancelType) < 0)
         return NULL;
     /* each under the last part of its tp_name */
     PyTypeObject *types[] = {&StepRunType, &TrackType, &TaskDelType, &EagerInitType, &CountsType, &PrimInitType};

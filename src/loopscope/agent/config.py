@@ -47,6 +47,12 @@ class Config:
     #: where they were built; off: the Python ones, which do the same at
     #: several times the cost.
     speedups: bool = True
+    #: With the compiled parts: make the tasks loopscope's factory makes
+    #: (and on 3.14+ the eager ones, aiohttp's per request) exact
+    #: ``asyncio.Task`` objects, their records kept beside them, rather than
+    #: instances of loopscope's subclass, which CPython runs down slower
+    #: paths (agent/_speedups.c, "Exact tasks").
+    exact_tasks: bool = True
     #: A step longer than this (seconds) is recorded as a blocking step.
     slow_step: float = 0.1
     #: The watchdog thread's shortest sleep (seconds); it otherwise sleeps

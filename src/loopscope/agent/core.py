@@ -68,6 +68,8 @@ class Agent:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
+        # before any factory is made: they take the tracker's eager_new
+        self.tracker.enable_exact()
         if self.step_hook is not None:
             self.step_hook.install()
             self.loops.steps_hooked = True
@@ -112,6 +114,7 @@ class Agent:
         integrations.uninstall(self._import_hook)
         self._import_hook = None
         self.loops.detach_all()
+        self.tracker.disable_exact()
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -188,13 +191,19 @@ class Agent:
         spawn.install(self._set)
         orig_ceh = base_events.BaseEventLoop.call_exception_handler
 
+        tr = agent.tracker
+        recorded_on_release = (tr.del_task_class, tr.eager_task_class)
+
         def call_exception_handler(loop: Any, context: dict[str, Any]) -> None:
             """Tasks collected while still pending never finish a step: the
-            C finaliser reports them here, which is where we record them."""
+            C finaliser reports them here, which is where we record those of
+            ``TrackedTask``.  The other classes' ``__del__``, and exact
+            tasks' finaliser, record theirs before asyncio's finaliser runs
+            (recording them here too counted each twice)."""
             try:
                 task = context.get("task") if isinstance(context, dict) else None
-                if task is not None and isinstance(task, agent.tracker.task_class) and not task.done():
-                    agent.tracker.record_end(task)
+                if task is not None and isinstance(task, tr.task_class) and not isinstance(task, recorded_on_release) and not task.done():
+                    tr.record_end(task)
             except Exception as e:  # noqa: BLE001
                 agent.tracker.note_error(e)
             orig_ceh(loop, context)

@@ -307,7 +307,7 @@ class Methods:
             cur = Cursor(with_stats)
         ag = self.agent
         states = ag.loops.states()
-        timed = frozenset((ag.tracker.task_class, ag.tracker.eager_task_class))
+        timed = ag.tracker.recorded
         ch = advance(cur, states, timed, limit)
         key = f"{next(self._cursor_seq):x}"
         self._cursors[key] = cur

@@ -38,7 +38,7 @@ from typing import Any
 
 from .hooks import HOOKS, Hooks
 from .metrics import BOUNDS, FINE_LIMIT, LoopMetrics
-from .tracker import Tracker, _speedups
+from .tracker import Tracker, _speedups, _Task
 
 _original_run = events.Handle._run
 _monotonic = time.monotonic
@@ -147,6 +147,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
     step_type, wakeup_type = _STEP_TYPE, _WAKEUP_TYPE
     cls = tracker.task_class
     eager_cls = tracker.eager_task_class
+    ours = tracker.ours
     step_end = tracker.note_end
     clean_end = tracker.clean_end
     budget = tracker.done_budget
@@ -214,7 +215,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
                 if tp is step_type or tp is wakeup_type:
                     task = cb.__self__
                     tt = type(task)
-                    if tt is cls or tt is eager_cls:
+                    if tt is cls or tt is eager_cls or (tt is _Task and ours(task)):
                         # step_done, inlined: a Python call per step is measurable
                         n = task._ls_steps
                         task._ls_last = t1
@@ -233,7 +234,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
                             if state == _FINISHED and task._ls_cancel is None and task._exception is None:
                                 # note_end's clean finish, inlined; an eager
                                 # task's __del__ must not record it again
-                                if tt is eager_cls:
+                                if tt is not cls:  # eager, or exact
                                     task._ls_ended = True
                                 m.done += 1
                                 if budget[0] > 0 or hooks.unregister:
@@ -266,7 +267,7 @@ def _make_run(tracker: Tracker, *, with_hooks: bool) -> Any:
         task = None
         if tp is step_type or tp is wakeup_type:
             task = cb.__self__
-            if not isinstance(task, cls):
+            if not ours(task):
                 task = None
         t0 = clock()
         try:

@@ -63,13 +63,15 @@ class TaskIndex:
         self.outsiders = WeakRegistry()
         #: id(loop) -> when ``all_tasks(loop)`` was last read.
         self.reconciled: dict[int, float] = {}
+        #: ``_speedups.exact_has``: exact tasks with a record are listed too.
+        self._exact_has: Any = None
 
     def enable(self, speedups: Any, base: type, classes: tuple[type, ...], del_classes: tuple[type, ...]) -> bool:
         """List tasks of ``classes`` (whose finaliser becomes the registry's)
         and of ``del_classes`` (whose ``__del__`` calls ``registry_discard``
         first).  False where it cannot be done safely: then every read is
         ``all_tasks``, as before."""
-        if not WANTED or speedups is None or not hasattr(speedups, "registry_enable"):
+        if speedups is None or not hasattr(speedups, "registry_enable"):
             self._speedups = None
             return False
         try:
@@ -80,7 +82,10 @@ class TaskIndex:
             # this install's tasks would not be listed: read all_tasks
             self._speedups = None
             return False
-        self._speedups = speedups
+        # Before 3.14 queries read all_tasks (cheap there): the table only
+        # keeps exact tasks' records (tracker.Tracker.enable_exact).
+        self._speedups = speedups if WANTED else None
+        self._exact_has = getattr(speedups, "exact_has", None)
         self.ours = tuple(dict.fromkeys(self.ours + classes + del_classes))
         return True
 
@@ -124,8 +129,9 @@ class TaskIndex:
             time.sleep(0.0005)
         ours = self.ours
         outsiders = self.outsiders
+        listed = self._exact_has or _never
         for t in tasks:
-            if not isinstance(t, ours) and t not in outsiders:
+            if not isinstance(t, ours) and not listed(t) and t not in outsiders:
                 outsiders[t] = None
         self.reconciled[id(loop)] = _monotonic()
 
@@ -141,6 +147,10 @@ class TaskIndex:
 
     def forget(self, loop_id: int) -> None:
         self.reconciled.pop(loop_id, None)
+
+
+def _never(_task: Any) -> bool:
+    return False
 
 
 def _of_loop(tasks: list[Any], loop: Any, select: Any) -> list[Any]:

@@ -290,7 +290,55 @@ class Tracker:
         self.metrics: dict[int, Any] = {}
         #: ``_speedups.registry_add`` once the task registry is on (taskindex.py)
         self.registry_add: Callable[[Any], None] | None = None
+        #: What makes exact tasks (``_speedups.EagerInit``) where they can
+        #: be made, and their cancel record; ``enable_exact`` turns them on.
+        self.exact_maker: Any = None
+        self.exact_cancel: Callable[[Any, Any], None] | None = None
         self.task_class, self.del_task_class, self.eager_task_class = _make_task_classes(self)
+        #: Whether tasks are made exact (``enable_exact``).
+        self.exact_on = False
+        #: What builds an eager task: the exact maker once enabled (3.14+),
+        #: else ``eager_task_class`` (factories read it when they are made).
+        self.eager_new: Callable[..., Any] = self.eager_task_class
+        #: The classes whose tasks carry a record: ``type(task) in`` it says
+        #: a task may be ours (then ``ours`` says whether it is).
+        self.recorded: frozenset[type] = frozenset((self.task_class, self.eager_task_class))
+
+    def enable_exact(self) -> bool:
+        """The tasks loopscope makes are exact ``asyncio.Task`` objects from
+        now on (``_speedups.c``, "Exact tasks"): those its factory and
+        ``spawn.py`` make, and on 3.14+ the eager ones too.  False where
+        they cannot be."""
+        maker = self.exact_maker
+        if maker is None or self.exact_on:
+            return self.exact_on
+        try:
+            ok = bool(_speedups.exact_enable(_Task, maker, self.exact_cancel, self.note_error))
+        except Exception as e:  # noqa: BLE001
+            self.note_error(e)
+            ok = False
+        if ok:
+            self.exact_on = True
+            if sys.version_info >= (3, 14):
+                # before, eager tasks come from asyncio's eager factory or
+                # from aiohttp's asyncio.Task(...), which build our class
+                self.eager_new = maker
+            self.recorded = self.recorded | {_Task}
+        return ok
+
+    def disable_exact(self) -> None:
+        """asyncio's Task as it was; the exact tasks alive are forgotten."""
+        if not self.exact_on:
+            return
+        self.exact_on = False
+        self.eager_new = self.eager_task_class
+        self.recorded = frozenset((self.task_class, self.eager_task_class))
+        _speedups.exact_disable()
+
+    def ours(self, task: Any) -> bool:
+        """Whether loopscope keeps a record of ``task``: one of its classes,
+        or an exact task with a record."""
+        return isinstance(task, self.task_class) or (self.exact_on and _speedups.exact_has(task))
 
     def wall(self, mono: float) -> float:
         return self.wall0 + (mono - self.mono0)
@@ -301,7 +349,7 @@ class Tracker:
 
     def origin_of(self, task: Any) -> Origin | None:
         origin = origin_of(task)
-        if origin is None and not isinstance(task, self.task_class):
+        if origin is None and not self.ours(task):
             try:
                 origin = self.foreign.get(task)
             except TypeError:
@@ -341,7 +389,7 @@ class Tracker:
         ours; made for every child of a task of another class (rare: tasks
         from before the agent, or from a program's own factory), whose own
         creation chain is not followed."""
-        ours = isinstance(parent, self.task_class)
+        ours = self.ours(parent)
         porigin = origin_of(parent) if ours else None
         if porigin is not None and porigin[O_DEPTH] + 1 >= self.config.max_chain:
             porigin = _cut_chain(porigin)
@@ -510,7 +558,7 @@ _GET_CORO_UNSAFE_WHEN_DONE = sys.version_info[:3] in ((3, 12, 0), (3, 12, 1))
 def _lazy_safe(task: Any) -> bool:
     """Whether get_coro() is safe on a finished task of 3.12.0/1: it is for
     tasks known not to be eager (ours); unknown tasks are not risked."""
-    return hasattr(task, "_ls_link") and not getattr(type(task), "_ls_eager", False)
+    return not getattr(task, "_ls_eager", True)
 
 
 def coro_of(task: Any) -> Any:
@@ -614,9 +662,8 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         and kept by ``clean_end``; everything else goes through
         ``Tracker.record_end``.  The step hook and ``__del__`` inline the
         clean case's test (a call per task is measurable)."""
-        eager = task._ls_eager
-        if eager:
-            task._ls_ended = True  # its __del__ must not record it again
+        if task._ls_eager or type(task) is _Task:
+            task._ls_ended = True  # its __del__ (an exact task's finaliser) must not record it again
         if task._ls_cancel is None and task._state == "FINISHED" and task._exception is None:
             if m is not None:
                 m.done += 1
@@ -817,28 +864,31 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
         # the class's tp_init; the Python one above stays in its dict, for
         # subclasses and for when the install is refused.
         EagerTrackedTask.__del__ = compiled_del(EagerTrackedTask)  # type: ignore[method-assign]
-        _speedups.eager_init_install(
-            _Task,
-            _speedups.EagerInit(
-                cls=EagerTrackedTask,
-                track_cls=TrackedTask,
-                skip=_code_skip,
-                first_user=_first_user_frame,
-                current_task=_current_task,
-                link_of=tracker.link_of,
-                running_loop=_get_running_loop,
-                metrics_cls=LoopMetrics,
-                note_end=note_end,
-                clean_end=clean_end,
-                budget=budget,
-                hooks=hooks,
-                note_error=tracker.note_error,
-                fine_limit=FINE_LIMIT,
-                bounds=BOUNDS,
-                name_cell=_EAGER_NAME_CELL,
-                coro_qualname=CoroutineType.__dict__["__qualname__"],
-            ),
+        eager_init = _speedups.EagerInit(
+            cls=EagerTrackedTask,
+            track_cls=TrackedTask,
+            skip=_code_skip,
+            first_user=_first_user_frame,
+            current_task=_current_task,
+            link_of=tracker.link_of,
+            running_loop=_get_running_loop,
+            metrics_cls=LoopMetrics,
+            note_end=note_end,
+            clean_end=clean_end,
+            budget=budget,
+            hooks=hooks,
+            note_error=tracker.note_error,
+            fine_limit=FINE_LIMIT,
+            bounds=BOUNDS,
+            name_cell=_EAGER_NAME_CELL,
+            coro_qualname=CoroutineType.__dict__["__qualname__"],
+            metrics=tracker.metrics,
         )
+        if _speedups.eager_init_install(_Task, eager_init) and cfg.exact_tasks:
+            # the owner of exact tasks' records, once the agent enables them
+            # (Tracker.enable_exact); called like the class, it makes exact
+            # eager tasks
+            tracker.exact_maker = eager_init
 
     def _record_cancel(task: Any, msg: Any) -> None:
         rec = getattr(task, "_ls_cancel", None)
@@ -865,6 +915,18 @@ def _make_task_classes(tracker: Tracker) -> tuple[type, type, type]:
             False,
         ]
         tracker.cancelling.append(weakref.ref(task))
+
+    def exact_cancel(task: Any, msg: Any) -> None:
+        """``cancel`` of an exact task with a record (``_speedups.ExactCancel``
+        calls it, then asyncio's): ``TrackedTask.cancel``'s record, from a
+        frame of the same depth (``_record_cancel`` looks two frames up)."""
+        try:
+            if not task.done():
+                _record_cancel(task, msg)
+        except BaseException as e:  # noqa: BLE001
+            tracker.note_error(e)
+
+    tracker.exact_cancel = exact_cancel
 
     # asyncio's repr and its log lines ("Task exception was never retrieved",
     # "<Task pending name=…>") use the class name: keep them word for word.
@@ -986,7 +1048,7 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
     """
     # the class tasks are built from when no inner factory makes them
     cls = tracker.task_class if hooked or inner is not None else del_class_for(tracker, loop)
-    eager_cls = tracker.eager_task_class
+    eager_cls = tracker.eager_new  # the class, or what makes exact tasks (Tracker.enable_exact)
     make_origin = tracker.make_origin
     hooks = tracker.hooks
     counter = itertools.count(1)
@@ -995,6 +1057,8 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
 
     if inner is None and tracker.config.creation_frames == 1:
         track = make_track(tracker, bump, timed=hooked)
+        if tracker.exact_on:
+            cls = _Task  # track() keeps its record beside it (Tracker.enable_exact)
 
         def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
             if kwargs and kwargs.get("eager_start"):
