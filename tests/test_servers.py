@@ -23,6 +23,8 @@ import pytest
 
 from conftest import PYTHON, Harness, wait_until
 
+from loopscope.agent.tracker import _speedups
+
 SERVERS = Path(__file__).resolve().parent / "servers"
 
 
@@ -148,6 +150,13 @@ def test_aiohttp_run_app_handler_is_seen_with_creation_site(ls: Harness, servers
     assert task["waiting_on"]["kind"] == "sleep"
     # the handler task is awaited by the connection's RequestHandler.start task
     assert task["awaiters"] and task["awaiters"][0]["via"] == "await"
+    # with the compiled parts, aiohttp's tasks are exact asyncio.Task objects
+    # (agent/_speedups.c, "Exact tasks"), so CPython's fast paths stay theirs
+    kind = urllib.request.urlopen(f"http://127.0.0.1:{port}/kind", timeout=5).read().decode()
+    if _speedups is not None:
+        assert kind == "_asyncio.Task", kind
+    else:
+        assert kind == "loopscope.agent.tracker.Task", kind
 
 
 def test_gunicorn_forked_workers_get_their_own_agents(ls: Harness, servers: Any) -> None:

@@ -1622,6 +1622,7 @@ static PyObject *eager_init_install(PyObject *mod, PyObject *args);
 static PyObject *exact_enable(PyObject *mod, PyObject *args);
 static PyObject *exact_disable(PyObject *mod, PyObject *unused);
 static PyObject *exact_has(PyObject *mod, PyObject *task);
+static PyObject *exact_view(PyObject *mod, PyObject *cls);
 
 static PyObject *code_cache_clear(PyObject *mod, PyObject *unused);
 
@@ -1655,6 +1656,7 @@ static PyMethodDef module_methods[] = {
      "exact_enable(base, init, record_cancel, note_error) -> bool: init(coro, ...) makes exact tasks of base, recorded."},
     {"exact_disable", exact_disable, METH_NOARGS, "exact_disable() -> int: exact tasks off, their records dropped."},
     {"exact_has", exact_has, METH_O, "exact_has(task) -> bool: an exact task loopscope keeps a record of."},
+    {"exact_view", exact_view, METH_O, "exact_view(cls) -> bool: cls(...) makes exact eager tasks while they are on."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2683,9 +2685,40 @@ xrec_free(XRec *r)
     PyMem_Free(r);
 }
 
-/* EagerInit called like the class: an exact asyncio.Task built from the
- * same arguments, recorded in a record listed beside it.  While exact tasks
- * are off (or for another EagerInit than the one on), the class itself. */
+/* An exact eager task built from asyncio.Task's arguments (`kwds` may be
+ * NULL) by `e`, the EagerInit that is on, and its record listed beside it. */
+static PyObject *
+exact_build(EagerInit *e, PyObject *targs, PyObject *kwds)
+{
+    PyTypeObject *tp = exact_type;
+    PyObject *task = tp->tp_new(tp, targs, kwds);
+    if (task == NULL)
+        return NULL;
+    XRec *xr = reg_on ? PyMem_Calloc(1, sizeof(XRec)) : NULL;
+    if (xr != NULL && reg_put(task, xr) < 0) {
+        PyMem_Free(xr);
+        xr = NULL;
+    }
+    int rc;
+    if (xr == NULL)
+        rc = eager_base_init(task, targs, kwds);  /* no memory: made, not recorded */
+    else {
+        xr->owner = Py_NewRef((PyObject *)e);
+        xr->eager = 1;
+        rc = eager_init_body(e, task, xr, targs, kwds);
+    }
+    if (rc < 0) {
+        XRec *gone = reg_remove(task);
+        if (gone != NULL)
+            xrec_free(gone);
+        Py_CLEAR(task);
+    }
+    return task;
+}
+
+/* EagerInit called like the class: exact_build, from the call's arguments.
+ * While exact tasks are off (or for another EagerInit than the one on),
+ * the class itself. */
 static PyObject *
 exact_new(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -2705,33 +2738,42 @@ exact_new(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
             if (PyDict_SetItem(kwds, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
                 goto done;
     }
-    PyTypeObject *tp = exact_type;
-    task = tp->tp_new(tp, targs, kwds);
-    if (task == NULL)
-        goto done;
-    XRec *xr = reg_on ? PyMem_Calloc(1, sizeof(XRec)) : NULL;
-    if (xr != NULL && reg_put(task, xr) < 0) {
-        PyMem_Free(xr);
-        xr = NULL;
-    }
-    int rc;
-    if (xr == NULL)
-        rc = eager_base_init(task, targs, kwds);  /* no memory: made, not recorded */
-    else {
-        xr->owner = Py_NewRef(op);
-        xr->eager = 1;
-        rc = eager_init_body(e, task, xr, targs, kwds);
-    }
-    if (rc < 0) {
-        XRec *gone = reg_remove(task);
-        if (gone != NULL)
-            xrec_free(gone);
-        Py_CLEAR(task);
-    }
+    task = exact_build(e, targs, kwds);
 done:
     Py_DECREF(targs);
     Py_XDECREF(kwds);
     return task;
+}
+
+/* The tp_new of the class a library's view of asyncio gets as `Task`
+ * (integrations.py: aiohttp builds its tasks with asyncio.Task(...)): an
+ * exact task while exact tasks are on, which type_call then leaves alone
+ * (it is not an instance of the class); else one of its base, the eager
+ * class, built and initialised by it. */
+static PyObject *
+view_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (exact_init != NULL && exact_type != NULL)
+        return exact_build((EagerInit *)exact_init, args, kwds);
+    return PyObject_Call((PyObject *)type->tp_base, args, kwds);
+}
+
+/* exact_view(cls) -> bool: `cls`, a subclass of the eager class with no
+ * __new__ or __init__ of its own, is built by view_tp_new from now on. */
+static PyObject *
+exact_view(PyObject *mod, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "exact_view(cls): cls must be a class");
+        return NULL;
+    }
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || tp->tp_base == NULL || tp->tp_base->tp_init != eager_tp_init
+        || tp->tp_basicsize != tp->tp_base->tp_basicsize || tp->tp_dict == NULL
+        || PyDict_GetItemString(tp->tp_dict, "__new__") != NULL || PyDict_GetItemString(tp->tp_dict, "__init__") != NULL)
+        Py_RETURN_FALSE;
+    tp->tp_new = view_tp_new;
+    Py_RETURN_TRUE;
 }
 
 /* The end of an exact task that no step filed: TaskDel's record_release,

@@ -78,7 +78,7 @@ class Agent:
         if self.config.primitives:
             extra.update(self._install_waits())
         try:
-            self._import_hook = integrations.install(self.tracker.eager_task_class, extra)
+            self._import_hook = integrations.install(self.tracker.view_task_class, extra)
         except Exception as e:  # noqa: BLE001
             self.tracker.note_error(e)
         if self.config.server:

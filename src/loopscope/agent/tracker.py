@@ -297,6 +297,10 @@ class Tracker:
         self.task_class, self.del_task_class, self.eager_task_class = _make_task_classes(self)
         #: Whether tasks are made exact (``enable_exact``).
         self.exact_on = False
+        #: The ``Task`` a library's view of asyncio gets (integrations.py):
+        #: a subclass of the eager class whose instances are exact tasks
+        #: while exact tasks are on (``_speedups.exact_view``).
+        self.view_task_class: type = self.eager_task_class
         #: What builds an eager task: the exact maker once enabled (3.14+),
         #: else ``eager_task_class`` (factories read it when they are made).
         self.eager_new: Callable[..., Any] = self.eager_task_class
@@ -320,9 +324,15 @@ class Tracker:
         if ok:
             self.exact_on = True
             if sys.version_info >= (3, 14):
-                # before, eager tasks come from asyncio's eager factory or
-                # from aiohttp's asyncio.Task(...), which build our class
+                # before, eager tasks come from asyncio's eager factory,
+                # whose tasks the loop names after their first step: a
+                # child's link reads the name from our class's name cell
                 self.eager_new = maker
+            if self.view_task_class is self.eager_task_class:
+                eager = self.eager_task_class
+                view = type(eager)("Task", (eager,), {"__slots__": (), "__module__": eager.__module__})
+                if _speedups.exact_view(view):
+                    self.view_task_class = view
             self.recorded = self.recorded | {_Task}
         return ok
 
