@@ -944,8 +944,11 @@ static NOINLINE int
 step_ended(StepRun *self, PyObject *task, PyObject *tt, XRec *xr, PyObject *m, PyObject *state, double t1)
 {
     Py_ssize_t *mo = self->m_off, *to = self->t_off;
-    int pending = state == s_PENDING || PyUnicode_Compare(state, s_PENDING) == 0;
-    int finished = !pending && (state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0);
+    /* asyncio's states are interned: compared by identity first */
+    int finished = state == s_FINISHED;
+    int pending = !finished && (state == s_PENDING || PyUnicode_Compare(state, s_PENDING) == 0);
+    if (!finished && !pending)
+        finished = PyUnicode_Compare(state, s_FINISHED) == 0;
     Py_DECREF(state);
     if (pending)
         return 0;
