@@ -6,7 +6,9 @@ aiohttp (3.10+) creates its connection and request-handler tasks with
 factory sees them.  Those are exactly the tasks a user of a web service
 wants to see created.  Rather than replacing ``asyncio.Task`` for the whole
 process, we give the library module its own view of ``asyncio`` in which
-``Task`` is the tracked class: everything else is asyncio's, unchanged.
+``Task`` is loopscope's (``Tracker.view_task_class``: calling it makes an
+exact ``asyncio.Task`` with its record while exact tasks are on, else a
+task of the eager tracked class): everything else is asyncio's, unchanged.
 
 The same import hook lets the agent patch ``uvloop.Loop`` (a Python
 subclass of uvloop's Cython loop) the way it patches ``BaseEventLoop``.
