@@ -29,8 +29,6 @@ S = "exact_eager.py"
 
 @pytest.fixture
 def prog(ls):
-    if sys.version_info < (3, 14):
-        pytest.skip("create_task(eager_start=...) is new in Python 3.14")
     p = ls.start(S)
     p.wait_line("exact True True")  # every eager task of the program is exactly asyncio.Task
     p.wait_line("READY")
@@ -38,6 +36,7 @@ def prog(ls):
     return p
 
 
+@eager_start
 def test_ps_lists_exact_tasks_with_their_own_stacks(ls, prog):
     rows = parse_table(ls.ok("ps", prog.pid).out)
     by_name = {r["task name"]: r for r in rows}
@@ -47,6 +46,7 @@ def test_ps_lists_exact_tasks_with_their_own_stacks(ls, prog):
     assert by_name["exact-child"]["awaiter id"] == by_name["exact-parent"]["task id"]
 
 
+@eager_start
 def test_inspect_shows_the_creation_chain_through_an_exact_parent(ls, prog):
     info = ls.ok("inspect", prog.pid, "exact-child", "--json").json()
     assert info["site"] == f"parent {where(S, 'create-child')}"
@@ -59,6 +59,7 @@ def test_inspect_shows_the_creation_chain_through_an_exact_parent(ls, prog):
     assert info["steps"] >= 1 and info["busy"] > 0.0
 
 
+@eager_start
 def test_history_has_who_cancelled_an_exact_task_and_the_one_destroyed_pending(ls, prog):
     rows = {r["name"]: r for r in parse_table(ls.ok("history", prog.pid).out)}
     assert rows["exact-victim"]["state"] == "cancelled"

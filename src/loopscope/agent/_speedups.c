@@ -828,6 +828,30 @@ count_done(PyObject *m, Py_ssize_t off)
     return set_slot(m, off, PyLong_FromSsize_t(k + 1));
 }
 
+/* Whether a task ended cleanly, as note_end tests it: not cancelled
+ * (`cancel`, its record, is None), FINISHED, no exception.  1, 0, or -1 on
+ * error.  For the ends filed once per task outside the step hook (which
+ * has the state in hand already: step_ended). */
+static int
+clean_finish(const CGet *g_state, const CGet *g_exc, PyObject *task, PyObject *cancel)
+{
+    if (cancel != Py_None)
+        return 0;
+    PyObject *state = cget(g_state, task, s_state);
+    if (state == NULL)
+        return -1;
+    int finished = state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0;
+    Py_DECREF(state);
+    if (!finished)
+        return 0;
+    PyObject *exc = cget(g_exc, task, s_exception);
+    if (exc == NULL)
+        return -1;
+    int clean = exc == Py_None;
+    Py_DECREF(exc);
+    return clean;
+}
+
 /* note_end's clean finish once counted: clean_end(task, now) if the done
  * ring's budget or a task_unregister hook wants it (tracker.py's
  * ``budget[0] > 0 or hooks.unregister``). */
@@ -2080,24 +2104,10 @@ record_release(TaskDel *self, PyObject *task)
     PyObject *m = metrics_of(self, task);
     if (m == NULL)
         return -1;
-    int clean = 0;
-    if (SLOT(task, self->cancel_off) == Py_None) {
-        PyObject *state = cget(&self->g_state, task, s_state);
-        if (state == NULL) {
-            Py_DECREF(m);
-            return -1;
-        }
-        int finished = state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0;
-        Py_DECREF(state);
-        if (finished) {
-            PyObject *exc = cget(&self->g_exception, task, s_exception);
-            if (exc == NULL) {
-                Py_DECREF(m);
-                return -1;
-            }
-            clean = exc == Py_None;
-            Py_DECREF(exc);
-        }
+    int clean = clean_finish(&self->g_state, &self->g_exception, task, SLOT(task, self->cancel_off));
+    if (clean < 0) {
+        Py_DECREF(m);
+        return -1;
     }
     int rc;
     if (clean) {
@@ -2454,18 +2464,10 @@ eager_after(EagerInit *e, PyObject *task, XRec *xr, PyObject *m, int ended, doub
     PyObject *now = PyFloat_FromDouble(t1);
     if (now == NULL)
         return -1;
-    int clean = 0, rc;
-    if (e_get(e, task, xr, E_CANCEL) == Py_None) {
-        PyObject *state = cget(&e->g_state, task, s_state);
-        int finished = state != NULL && (state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0);
-        Py_XDECREF(state);
-        PyObject *exc = finished ? cget(&e->g_exception, task, s_exception) : NULL;
-        if (state == NULL || (finished && exc == NULL)) {
-            Py_DECREF(now);
-            return -1;
-        }
-        clean = finished && exc == Py_None;
-        Py_XDECREF(exc);
+    int rc, clean = clean_finish(&e->g_state, &e->g_exception, task, e_get(e, task, xr, E_CANCEL));
+    if (clean < 0) {
+        Py_DECREF(now);
+        return -1;
     }
     if (clean) {
         e_set(e, task, xr, E_ENDED, Py_NewRef(Py_True));  /* its __del__ must not record it again */
@@ -2802,21 +2804,9 @@ exact_release(XRec *xr, PyObject *task)
             m = NULL;
         Py_XINCREF(m);
     }
-    int clean = 0, rc = -1;
-    if (xr->f[E_CANCEL] == Py_None) {
-        PyObject *state = cget(&e->g_state, task, s_state);
-        if (state == NULL)
-            goto done;
-        int finished = state == s_FINISHED || PyUnicode_Compare(state, s_FINISHED) == 0;
-        Py_DECREF(state);
-        if (finished) {
-            PyObject *exc = cget(&e->g_exception, task, s_exception);
-            if (exc == NULL)
-                goto done;
-            clean = exc == Py_None;
-            Py_DECREF(exc);
-        }
-    }
+    int rc = -1, clean = clean_finish(&e->g_state, &e->g_exception, task, xr->f[E_CANCEL]);
+    if (clean < 0)
+        goto done;
     if (clean) {
         if (m != NULL && count_done(m, e->m_off[M_DONE]) < 0)
             goto done;

@@ -304,9 +304,13 @@ class Tracker:
         #: What builds an eager task: the exact maker once enabled (3.14+),
         #: else ``eager_task_class`` (factories read it when they are made).
         self.eager_new: Callable[..., Any] = self.eager_task_class
-        #: The classes whose tasks carry a record: ``type(task) in`` it says
-        #: a task may be ours (then ``ours`` says whether it is).
-        self.recorded: frozenset[type] = frozenset((self.task_class, self.eager_task_class))
+
+    @property
+    def recorded(self) -> frozenset[type]:
+        """The classes whose tasks carry a record: ``type(task) in`` it says
+        a task may be ours (then ``ours`` says whether it is)."""
+        ours = (self.task_class, self.eager_task_class)
+        return frozenset((*ours, _Task) if self.exact_on else ours)
 
     def enable_exact(self) -> bool:
         """The tasks loopscope makes are exact ``asyncio.Task`` objects from
@@ -333,7 +337,6 @@ class Tracker:
                 view = type(eager)("Task", (eager,), {"__slots__": (), "__module__": eager.__module__})
                 if _speedups.exact_view(view):
                     self.view_task_class = view
-            self.recorded = self.recorded | {_Task}
         return ok
 
     def disable_exact(self) -> None:
@@ -342,7 +345,6 @@ class Tracker:
             return
         self.exact_on = False
         self.eager_new = self.eager_task_class
-        self.recorded = frozenset((self.task_class, self.eager_task_class))
         _speedups.exact_disable()
 
     def ours(self, task: Any) -> bool:
