@@ -155,6 +155,29 @@ def test_tasks_loopscope_did_not_make_are_left_alone():
         assert agent.tracker.errors == 0
 
 
+def test_a_wrong_cancel_call_is_asyncios_error_and_records_nothing():
+    async def main() -> None:
+        async def sleeper() -> None:
+            await asyncio.sleep(3600)
+
+        t = asyncio.create_task(sleeper())
+        await asyncio.sleep(0)
+        assert tracker._speedups.exact_has(t)
+        with pytest.raises(TypeError):
+            t.cancel("a", "b")  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            t.cancel(bogus=1)  # type: ignore[call-arg]
+        assert not t.cancelling() and t._ls_cancel is None
+        assert t.cancel(msg="by name")
+        assert t._ls_cancel[4] == "by name"
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    with loopscope.installed(server=False, dump_signal="") as agent:
+        asyncio.run(main())
+        assert agent.tracker.errors == 0
+
+
 def test_uninstall_gives_asyncio_its_task_back():
     """Every name put on asyncio.Task goes, its cancel comes back, and an
     exact task made before the uninstall outlives it without its record."""

@@ -2902,11 +2902,13 @@ exactcancel_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObj
 {
     ExactCancel *self = (ExactCancel *)op;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs >= 1 && Py_TYPE(args[0]) == exact_type && reg_rec(args[0]) != NULL) {
-        PyObject *msg = nargs >= 2 ? args[1] : Py_None;
-        for (Py_ssize_t i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++)
-            if (PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, i), s_msg) == 0)
-                msg = args[nargs + i];
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    /* only a call asyncio's cancel(msg=None) takes is recorded: a wrong
+     * one gets asyncio's TypeError and no cancel record */
+    int valid = nargs >= 1 && nargs + nkw <= 2
+                && (nkw == 0 || PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_msg) == 0);
+    if (valid && Py_TYPE(args[0]) == exact_type && reg_rec(args[0]) != NULL) {
+        PyObject *msg = nargs + nkw == 2 ? args[1] : Py_None;
         PyObject *r = PyObject_CallFunctionObjArgs(self->record, args[0], msg, NULL);
         if (r == NULL)
             hand_over_error(self->note_error);  /* the cancel itself goes on */
