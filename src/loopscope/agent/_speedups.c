@@ -37,16 +37,20 @@
 #ifndef Py_T_OBJECT_EX
 #define Py_T_OBJECT_EX T_OBJECT_EX
 #endif
+#ifndef Py_T_DOUBLE
+#define Py_T_DOUBLE T_DOUBLE
+#define Py_T_PYSSIZET T_PYSSIZET
+#endif
 
 /* interned attribute names, made once */
 static PyObject *s_loop, *s_callback, *s_args, *s_context, *s_metrics;
 static PyObject *s_state, *s_exception, *s_unregister, *s_long_step;
-static PyObject *s_PENDING, *s_FINISHED, *s_self, *zero, *fzero;
+static PyObject *s_PENDING, *s_FINISHED, *s_self, *zero, *fzero, *empty_tuple;
 
 /* Offsets of the __slots__ this hook touches, read from the classes' member
  * descriptors when a StepRun is made. */
-enum { M_BUSY, M_NESTED, M_FINE, M_COUNTS, M_STEP_MAX, M_SLOW, M_DONE, M_N };
-static const char *m_names[M_N] = {"busy", "nested", "fine", "counts", "step_max", "slow", "done"};
+enum { M_FINE, M_COUNTS, M_STEP_MAX, M_SLOW, M_N };
+static const char *m_names[M_N] = {"fine", "counts", "step_max", "slow"};
 enum { T_CANCEL, T_N };
 enum { H_LOOP, H_CALLBACK, H_ARGS, H_CONTEXT, H_N };
 static const char *h_names[H_N] = {"_loop", "_callback", "_args", "_context"};
@@ -368,6 +372,57 @@ bump(PyObject *list, Py_ssize_t i)
     PyList_SET_ITEM(list, i, next);
     Py_DECREF(item);
     return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * MetricsCore: the base of metrics.py's LoopMetrics, the numbers the step
+ * hook writes on every step (`busy`, `nested`) or every task's end
+ * (`done`) kept as C numbers.
+ *
+ * Why: in a slot, adding a step's time to `busy` replaces one float object
+ * with another (an allocation, a release, the lines of both), and counting
+ * an end does the same with an int: on a server, a few steps and an end
+ * per request.  Here each is one store.  From Python they are attributes
+ * like the slots they replace (a float, a float, an int), which the Python
+ * step hook and the readers use unchanged.  Every compiled user of a
+ * LoopMetrics checks its class first (metrics_cls), which must derive from
+ * this one (core_base_check).
+ */
+typedef struct {
+    PyObject_HEAD
+    double busy;      /* seconds spent running callbacks */
+    double nested;    /* eager first steps' seconds inside the running step */
+    Py_ssize_t done;  /* tasks that finished cleanly */
+} MetricsCore;
+
+#define MCORE(m) ((MetricsCore *)(m))
+
+static PyMemberDef mcore_members[] = {
+    {"busy", Py_T_DOUBLE, offsetof(MetricsCore, busy), 0, "seconds the loop spent running callbacks"},
+    {"nested", Py_T_DOUBLE, offsetof(MetricsCore, nested), 0,
+     "seconds of eager first steps run inside the step now running"},
+    {"done", Py_T_PYSSIZET, offsetof(MetricsCore, done), 0, "tasks that finished cleanly"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject MetricsCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "loopscope.agent._speedups.MetricsCore",
+    .tp_doc = "The step hook's numbers of a loop's metrics, as C numbers (metrics.py's LoopMetrics derives from it).",
+    .tp_basicsize = sizeof(MetricsCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_members = mcore_members,
+    .tp_new = PyType_GenericNew,
+};
+
+/* 0 if `metrics_cls` derives from MetricsCore, else -1 with TypeError. */
+static int
+core_base_check(PyObject *metrics_cls)
+{
+    if (PyType_Check(metrics_cls) && PyType_IsSubtype((PyTypeObject *)metrics_cls, &MetricsCoreType))
+        return 0;
+    PyErr_SetString(PyExc_TypeError, "metrics_cls must derive from _speedups.MetricsCore");
+    return -1;
 }
 
 /* ------------------------------------------------------------------------
@@ -814,18 +869,11 @@ file_step(PyObject *m, const Py_ssize_t *mo, const Hist *h, PyObject *what, doub
     return file_long_step(m, mo, h, what, t0, d);
 }
 
-/* The metrics' `done` counter (at offset `off`) plus one. */
-static int
-count_done(PyObject *m, Py_ssize_t off)
+/* The metrics' `done` counter plus one. */
+static inline void
+count_done(PyObject *m)
 {
-    PyObject *done = SLOT(m, off);
-    Py_ssize_t k = done == NULL ? -1 : PyLong_AsSsize_t(done);
-    if (k == -1 && (done == NULL || PyErr_Occurred())) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_AttributeError, "done is not set");
-        return -1;
-    }
-    return set_slot(m, off, PyLong_FromSsize_t(k + 1));
+    MCORE(m)->done++;
 }
 
 /* Whether a task ended cleanly, as note_end tests it: not cancelled
@@ -888,15 +936,12 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
     PyObject *task;
     Py_ssize_t *mo = self->m_off;
 
-    if (get_double(m, mo[M_BUSY], "busy", &v) < 0 || set_float(m, mo[M_BUSY], v + d) < 0)
-        return -1;
-    if (get_double(m, mo[M_NESTED], "nested", &v) < 0)
-        return -1;
-    if (UNLIKELY(v != 0.0)) {
+    MetricsCore *mc = MCORE(m);
+    mc->busy += d;
+    if (UNLIKELY((v = mc->nested) != 0.0)) {
         /* an eager task ran its first step inside this one (timed there) */
         d = d - v > 0.0 ? d - v : 0.0;
-        if (set_float(m, mo[M_NESTED], 0.0) < 0)
-            return -1;
+        mc->nested = 0.0;
     }
     if (file_step(m, mo, &self->hist, handle, t0, d) < 0)
         return -1;
@@ -967,7 +1012,7 @@ account(StepRun *self, PyObject *handle, PyObject *m, PyObject *cb, double t0, d
 static NOINLINE int
 step_ended(StepRun *self, PyObject *task, PyObject *tt, XRec *xr, PyObject *m, PyObject *state, double t1)
 {
-    Py_ssize_t *mo = self->m_off, *to = self->t_off;
+    Py_ssize_t *to = self->t_off;
     /* asyncio's states are interned: compared by identity first */
     int finished = state == s_FINISHED;
     int pending = !finished && (state == s_PENDING || PyUnicode_Compare(state, s_PENDING) == 0);
@@ -997,7 +1042,8 @@ step_ended(StepRun *self, PyObject *task, PyObject *tt, XRec *xr, PyObject *m, P
             Py_XSETREF(xr->f[E_ENDED], Py_NewRef(Py_True));
         else if (tt == self->eager_cls)
             set_slot(task, self->ended_off, Py_NewRef(Py_True));
-        rc = count_done(m, mo[M_DONE]) < 0 ? -1 : keep_clean_end(self->budget, self->hooks, self->clean_end, task, pt1);
+        count_done(m);
+        rc = keep_clean_end(self->budget, self->hooks, self->clean_end, task, pt1);
     }
     else {
         PyObject *r = PyObject_CallFunctionObjArgs(self->step_end, m, task, pt1, NULL);
@@ -1232,6 +1278,8 @@ hist_init(Hist *h, double fine_limit, PyObject *bounds)
 static int
 metrics_offsets(PyObject *metrics_cls, Py_ssize_t *m_off)
 {
+    if (core_base_check(metrics_cls) < 0)
+        return -1;
     for (int i = 0; i < M_N; i++)
         if (member_offset(metrics_cls, m_names[i], &m_off[i]) < 0)
             return -1;
@@ -1559,6 +1607,36 @@ registry_enable(PyObject *mod, PyObject *args)
 }
 
 static void xrec_free(XRec *r);
+
+/* Records freed lately, reused before asking the allocator: a server makes
+ * and frees one or two a request, and PyMem_Calloc and PyMem_Free's lines
+ * (pymalloc's, then a memset) cost more than the record's own writes.  At
+ * most XREC_SPARE are kept (a few kilobytes); free-threaded builds, which
+ * do not build this module, would need a lock. */
+#define XREC_SPARE 64
+static XRec *xrec_spare[XREC_SPARE];
+static int xrec_nspare;
+
+static XRec *
+xrec_alloc(void)
+{
+    if (xrec_nspare > 0) {
+        XRec *r = xrec_spare[--xrec_nspare];
+        memset(r, 0, sizeof(XRec));
+        return r;
+    }
+    return PyMem_Calloc(1, sizeof(XRec));
+}
+
+/* A record never filled (its task's construction failed) given back. */
+static void
+xrec_drop(XRec *r)
+{
+    if (xrec_nspare < XREC_SPARE)
+        xrec_spare[xrec_nspare++] = r;
+    else
+        PyMem_Free(r);
+}
 
 static PyObject *
 registry_discard(PyObject *mod, PyObject *task)
@@ -1889,12 +1967,12 @@ track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
     }
     if (Py_TYPE(task) == exact_type && exact_init != NULL) {
         /* an exact task (see "Exact tasks"): its record, listed beside it */
-        if ((xr = PyMem_Calloc(1, sizeof(XRec))) == NULL) {
+        if ((xr = xrec_alloc()) == NULL) {
             PyErr_NoMemory();
             return -1;
         }
         if (reg_put(task, xr) < 0) {
-            PyMem_Free(xr);
+            xrec_drop(xr);
             return 0;  /* no memory for the table: made, not recorded (counted lost) */
         }
         xr->owner = Py_NewRef(exact_init);
@@ -2040,7 +2118,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *cls;          /* tracker.task_class: _ls_cancel's offset */
     PyObject *metrics;      /* tracker.metrics: id(loop) -> LoopMetrics */
-    PyObject *metrics_cls;  /* LoopMetrics: done's offset */
+    PyObject *metrics_cls;  /* LoopMetrics: checked before done is counted */
     PyObject *note_end;     /* tracker.note_end(m, task, now) */
     PyObject *clean_end;    /* tracker.clean_end(task, None) */
     PyObject *budget;       /* the done ring's one-element budget */
@@ -2049,7 +2127,7 @@ typedef struct {
     PyObject *ended_cls;    /* EagerTrackedTask for its __del__, else None */
     destructor finalize;    /* asyncio.Task's own finaliser */
     CGet g_state, g_exception;
-    Py_ssize_t cancel_off, done_off, ended_off;
+    Py_ssize_t cancel_off, ended_off;
 } TaskDel;
 
 static PyObject *s_ls_m;
@@ -2085,8 +2163,7 @@ clean_release(TaskDel *self, PyObject *task, PyObject *m)
             PyErr_SetString(PyExc_TypeError, "loop metrics of an unexpected type");
             return -1;
         }
-        if (count_done(m, self->done_off) < 0)
-            return -1;
+        count_done(m);
     }
     return keep_clean_end(self->budget, self->hooks, self->clean_end, task, Py_None);
 }
@@ -2173,7 +2250,7 @@ taskdel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->vectorcall = taskdel_vectorcall;
     self->finalize = ((PyTypeObject *)base)->tp_finalize;
     self->ended_off = -1;
-    if (member_offset(cls, "_ls_cancel", &self->cancel_off) < 0 || member_offset(metrics_cls, "done", &self->done_off) < 0
+    if (member_offset(cls, "_ls_cancel", &self->cancel_off) < 0 || core_base_check(metrics_cls) < 0
         || (ended_cls != Py_None && member_offset(ended_cls, "_ls_ended", &self->ended_off) < 0)) {
         Py_DECREF(self);
         return NULL;
@@ -2257,6 +2334,7 @@ typedef struct {
 
 static PyTypeObject EagerInitType;
 static PyObject *exact_new(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+static PyObject *exact_build(EagerInit *e, PyObject *targs, PyObject *kwds, PyObject *from);
 static PyObject *s_eager_init, *s_coro, *s_loop_kw, *s_eager_start, *s_qualname, *s_is_running, *s_init;
 static initproc eager_base_init;  /* asyncio.Task's own __init__ */
 
@@ -2310,7 +2388,7 @@ eager_metrics_slow(EagerInit *e, PyObject *loop, PyObject **m)
 }
 
 static int
-eager_record(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *kwds, PyObject **m)
+eager_record(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *kwds, PyObject *from, PyObject **m)
 {
     if (xr == NULL) {
         if (!PyObject_TypeCheck(task, (PyTypeObject *)e->cls)) {
@@ -2361,8 +2439,9 @@ eager_record(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *k
     if (e->name_cell)
         PyList_SET_ITEM(cell, 0, Py_NewRef(Py_None));
     e_set(e, task, xr, E_NAME_CELL, cell);
-    /* the caller's frame: what _getframe(1) is in the Python __init__ */
-    PyObject *site = user_frame(e->skip, e->first_user, (PyObject *)PyEval_GetFrame());
+    /* the caller's frame: what _getframe(1) is in the Python __init__,
+     * unless the caller named it (EagerInit.at) */
+    PyObject *site = user_frame(e->skip, e->first_user, from != NULL ? from : (PyObject *)PyEval_GetFrame());
     if (site == NULL)
         goto done;
     PyObject *link = parent_link(e->current_task, e->link_of, e->track_cls, e->plink_off, loop);
@@ -2423,14 +2502,13 @@ static int
 eager_first_step(EagerInit *e, PyObject *task, Times *tm, PyObject *m, double n0, double t0, double t1)
 {
     Py_ssize_t *mo = e->m_off;
-    double nested;
-    if (get_double(m, mo[M_NESTED], "nested", &nested) < 0)
-        return -1;
+    double nested = MCORE(m)->nested;
     /* eager children of this step added their spans since n0 */
     double d = t1 - t0 - (nested - n0);
     if (d < 0.0)
         d = 0.0;
-    if (set_float(m, mo[M_NESTED], n0 + (t1 - t0)) < 0 || file_step(m, mo, &e->hist, task, t0, d) < 0)
+    MCORE(m)->nested = n0 + (t1 - t0);
+    if (file_step(m, mo, &e->hist, task, t0, d) < 0)
         return -1;
     tm->v[F_BUSY] = tm->v[F_LONGEST] = d;
     tm->v[F_FIRST] = 0.0;
@@ -2471,7 +2549,8 @@ eager_after(EagerInit *e, PyObject *task, XRec *xr, PyObject *m, int ended, doub
     }
     if (clean) {
         e_set(e, task, xr, E_ENDED, Py_NewRef(Py_True));  /* its __del__ must not record it again */
-        rc = count_done(m, e->m_off[M_DONE]) < 0 ? -1 : keep_clean_end(e->budget, e->hooks, e->clean_end, task, now);
+        count_done(m);
+        rc = keep_clean_end(e->budget, e->hooks, e->clean_end, task, now);
     }
     else {
         PyObject *r = PyObject_CallFunctionObjArgs(e->note_end, m, task, now, NULL);
@@ -2487,18 +2566,14 @@ eager_after(EagerInit *e, PyObject *task, XRec *xr, PyObject *m, int ended, doub
  * __init__ with the eager first step it runs timed, task_register, and the
  * end if that step ended the task.  Returns what asyncio's __init__ did. */
 static int
-eager_init_body(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *kwds)
+eager_init_body(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *kwds, PyObject *from)
 {
     PyObject *m = NULL;
-    if (eager_record(e, task, xr, args, kwds, &m) < 0) {
+    if (eager_record(e, task, xr, args, kwds, from, &m) < 0) {
         hand_over_error(e->note_error);  /* never into the program */
         Py_CLEAR(m);
     }
-    double n0 = 0.0;
-    if (m != NULL && get_double(m, e->m_off[M_NESTED], "nested", &n0) < 0) {
-        hand_over_error(e->note_error);
-        Py_CLEAR(m);
-    }
+    double n0 = m != NULL ? MCORE(m)->nested : 0.0;
     int rc, ended = 0;
     double t1 = 0.0;
     if (m == NULL)
@@ -2527,7 +2602,7 @@ eager_tp_init(PyObject *task, PyObject *args, PyObject *kwds)
         return eager_base_init(task, args, kwds);
     }
     EagerInit *e = (EagerInit *)Py_NewRef(st);
-    int rc = eager_init_body(e, task, NULL, args, kwds);
+    int rc = eager_init_body(e, task, NULL, args, kwds, NULL);
     Py_DECREF(e);
     return rc;
 }
@@ -2596,6 +2671,46 @@ eagerinit_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* EagerInit.at(frame, /, *args, **kwargs): as calling it with args and
+ * kwargs, the creation site looked for from `frame` (spawn.py passes
+ * sys._getframe(1)).  Why: PyEval_GetFrame() in the constructor would give
+ * the frame of spawn's create_task, whose frame object CPython would then
+ * allocate, link and free on every call; sys._getframe(1) makes only the
+ * caller's, which outlives the call (aiohttp's connection coroutine) or
+ * which reading the site makes anyway.  A tuple and a dict, not a
+ * vectorcall: the caller passes **kwargs, so the interpreter has a dict
+ * already, which asyncio's constructor takes as it is (a vectorcall would
+ * turn it into names and back into a dict, ~20 cache lines a task).
+ * spawn.py passes the coroutine by name too (`coro=`, which asyncio's
+ * Task takes), so that no tuple of the other arguments is made either. */
+static PyObject *
+eagerinit_at(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (n < 1) {
+        PyErr_SetString(PyExc_TypeError, "EagerInit.at(frame, /, *args, **kwargs) takes a frame first");
+        return NULL;
+    }
+    EagerInit *e = (EagerInit *)op;
+    PyObject *from = PyTuple_GET_ITEM(args, 0);
+    PyObject *targs = n == 1 ? Py_NewRef(empty_tuple) : PyTuple_GetSlice(args, 1, n);
+    if (targs == NULL)
+        return NULL;
+    PyObject *task;
+    if (op != exact_init || exact_type == NULL)
+        task = PyObject_Call(e->cls, targs, kwds);
+    else
+        task = exact_build(e, targs, kwds, PyFrame_Check(from) ? from : NULL);
+    Py_DECREF(targs);
+    return task;
+}
+
+static PyMethodDef eagerinit_methods[] = {
+    {"at", (PyCFunction)(void (*)(void))eagerinit_at, METH_VARARGS | METH_KEYWORDS,
+     "at(frame, /, *args, **kwargs): as calling it, the creation site looked for from `frame`."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject EagerInitType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "loopscope.agent._speedups.EagerInit",
@@ -2609,6 +2724,7 @@ static PyTypeObject EagerInitType = {
     .tp_clear = (inquiry)eagerinit_clear,
     .tp_dealloc = gc_dealloc,
     .tp_new = eagerinit_new,
+    .tp_methods = eagerinit_methods,
 };
 
 /* eager_init_install(base, init) -> bool: init.cls is built by `init` from
@@ -2687,21 +2803,23 @@ xrec_free(XRec *r)
         Py_XDECREF(r->f[i]);
     Py_XDECREF(r->m);
     Py_XDECREF(r->owner);
-    PyMem_Free(r);
+    xrec_drop(r);  /* after the releases, which may run code that frees or makes records */
 }
 
 /* An exact eager task built from asyncio.Task's arguments (`kwds` may be
- * NULL) by `e`, the EagerInit that is on, and its record listed beside it. */
+ * NULL) by `e`, the EagerInit that is on, and its record listed beside it.
+ * `from`: the frame the creation site is looked for from (borrowed), or
+ * NULL for the caller's. */
 static PyObject *
-exact_build(EagerInit *e, PyObject *targs, PyObject *kwds)
+exact_build(EagerInit *e, PyObject *targs, PyObject *kwds, PyObject *from)
 {
     PyTypeObject *tp = exact_type;
     PyObject *task = tp->tp_new(tp, targs, kwds);
     if (task == NULL)
         return NULL;
-    XRec *xr = reg_on ? PyMem_Calloc(1, sizeof(XRec)) : NULL;
+    XRec *xr = reg_on ? xrec_alloc() : NULL;
     if (xr != NULL && reg_put(task, xr) < 0) {
-        PyMem_Free(xr);
+        xrec_drop(xr);
         xr = NULL;
     }
     int rc;
@@ -2710,7 +2828,7 @@ exact_build(EagerInit *e, PyObject *targs, PyObject *kwds)
     else {
         xr->owner = Py_NewRef((PyObject *)e);
         xr->eager = 1;
-        rc = eager_init_body(e, task, xr, targs, kwds);
+        rc = eager_init_body(e, task, xr, targs, kwds, from);
     }
     if (rc < 0) {
         XRec *gone = reg_remove(task);
@@ -2743,7 +2861,7 @@ exact_new(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
             if (PyDict_SetItem(kwds, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
                 goto done;
     }
-    task = exact_build(e, targs, kwds);
+    task = exact_build(e, targs, kwds, NULL);
 done:
     Py_DECREF(targs);
     Py_XDECREF(kwds);
@@ -2759,7 +2877,7 @@ static PyObject *
 view_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     if (exact_init != NULL && exact_type != NULL)
-        return exact_build((EagerInit *)exact_init, args, kwds);
+        return exact_build((EagerInit *)exact_init, args, kwds, NULL);
     return PyObject_Call((PyObject *)type->tp_base, args, kwds);
 }
 
@@ -2808,8 +2926,8 @@ exact_release(XRec *xr, PyObject *task)
     if (clean < 0)
         goto done;
     if (clean) {
-        if (m != NULL && count_done(m, e->m_off[M_DONE]) < 0)
-            goto done;
+        if (m != NULL)
+            count_done(m);
         rc = keep_clean_end(e->budget, e->hooks, e->clean_end, task, Py_None);
     }
     else {
@@ -3083,6 +3201,8 @@ exact_disable(PyObject *mod, PyObject *unused)
         if (recs[i] != NULL)
             xrec_free(recs[i]);
     PyMem_Free(tasks);
+    while (xrec_nspare > 0)  /* nothing of loopscope's left behind */
+        PyMem_Free(xrec_spare[--xrec_nspare]);
     return PyLong_FromSsize_t(k);
 }
 
@@ -3280,6 +3400,8 @@ PyInit__speedups(void)
         return NULL;
     zero = PyLong_FromLong(0);
     fzero = PyFloat_FromDouble(0.0);
+    if ((empty_tuple = PyTuple_New(0)) == NULL)
+        return NULL;
     loop_gone_cb = PyCFunction_New(&loop_gone_def, NULL);
     if (loop_gone_cb == NULL)
         return NULL;
@@ -3288,7 +3410,7 @@ PyInit__speedups(void)
     if (PyType_Ready(&ExactCancelType) < 0)
         return NULL;
     /* each under the last part of its tp_name */
-    PyTypeObject *types[] = {&StepRunType, &TrackType, &TaskDelType, &EagerInitType, &CountsType, &PrimInitType};
+    PyTypeObject *types[] = {&StepRunType, &TrackType, &TaskDelType, &EagerInitType, &CountsType, &MetricsCoreType, &PrimInitType};
     PyObject *mod = PyModule_Create(&speedups_module);
     if (mod == NULL)
         return NULL;

@@ -3,6 +3,9 @@
 Everything the step hook touches lives in ``LoopMetrics`` slots: attribute
 access on a ``__slots__`` object is specialised by the interpreter (3.11+)
 to a few machine instructions, cheaper than a dict or a list of fields.
+The numbers it writes on every step or task end (``busy``, ``nested``,
+``done``) are C numbers where the compiled parts are built: its base,
+``_speedups.MetricsCore``, keeps them without an object per value.
 
 The step histogram has two levels, for the hot path's sake:
 
@@ -30,6 +33,8 @@ import weakref
 from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
+
+from .compiled import speedups
 
 _floor = math.floor
 
@@ -135,7 +140,17 @@ class Series:
         return {name: list(getattr(self, name)) for name in self.__slots__}
 
 
-class LoopMetrics:
+class _SlotsCore:
+    """``_speedups.MetricsCore`` where the compiled parts are missing: the
+    same three attributes, as slots."""
+
+    __slots__ = ("busy", "nested", "done")
+
+
+_Core: type = _SlotsCore if speedups is None else speedups.MetricsCore
+
+
+class LoopMetrics(_Core):
     """What the agent measures about one loop.
 
     Written by the loop's thread (the step hook, the heartbeat), read by the
@@ -144,15 +159,13 @@ class LoopMetrics:
     """
 
     __slots__ = (
-        # the step hook's hot fields
-        "busy",
-        "nested",
+        # the step hook's hot fields (with busy and nested, in _Core)
         "fine",
         "counts",
         "step_max",
         "slow",
-        # task ends by outcome (tasks made by our factory; see docs/metrics.md)
-        "done",
+        # task ends by outcome (tasks made by our factory; see docs/metrics.md;
+        # done is in _Core)
         "failed",
         "cancelled",
         "destroyed",

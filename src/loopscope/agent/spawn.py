@@ -34,7 +34,8 @@ original_loop_create_task = base_events.BaseEventLoop.create_task
 
 #: Loops that are not BaseEventLoops (uvloop) with our plain factory:
 #: id(loop) -> (factory, task class, track, eager task class, the
-#: factory's counter bump, the loop class's own get_task_factory).  Kept in step by ``note_factory``; an entry left by a
+#: factory's counter bump, EagerInit.at or None, the loop class's own
+#: get_task_factory).  Kept in step by ``note_factory``; an entry left by a
 #: dead loop fails the identity check against the next loop at that id.
 _other: dict[int, tuple] = {}
 
@@ -72,14 +73,19 @@ if sys.version_info >= (3, 14):
                 else:
                     # what our factory does with an eager task (it records
                     # itself), without asyncio's two calls in between:
-                    # aiohttp makes one per request this way
+                    # aiohttp makes one per request this way; told the
+                    # site's frame, an exact one makes no frame object
+                    # for this call, and given the coroutine by name no
+                    # tuple of arguments either (EagerInit.at)
                     fast[4]()
+                    if fast[5] is not None:
+                        return fast[5](_getframe(1), coro=coro, loop=loop, **kwargs)
                     return fast[3](coro, loop=loop, **kwargs)
                 fast[2](task, loop, _getframe(1))
                 return task
         elif _other:
             fast = _other.get(id(loop))
-            if fast is not None and fast[0] is fast[5](loop) and not loop.is_closed() and (not kwargs or not kwargs.get("eager_start")):
+            if fast is not None and fast[0] is fast[6](loop) and not loop.is_closed() and (not kwargs or not kwargs.get("eager_start")):
                 if kwargs:
                     # uvloop names a task after making it (a named task uses
                     # up a "Task-N" number): the same here
@@ -103,6 +109,8 @@ if sys.version_info >= (3, 14):
                 task = fast[1](coro, loop=self, **kwargs)
             else:
                 fast[4]()
+                if fast[5] is not None:
+                    return fast[5](_getframe(1), coro=coro, loop=self, **kwargs)
                 return fast[3](coro, loop=self, **kwargs)
             fast[2](task, self, _getframe(1))
             return task
@@ -133,7 +141,7 @@ else:
                 return task
         elif _other:
             fast = _other.get(id(loop))
-            if fast is not None and fast[0] is fast[5](loop) and not loop.is_closed():
+            if fast is not None and fast[0] is fast[6](loop) and not loop.is_closed():
                 # uvloop names a task after making it (a named task uses up
                 # a "Task-N" number): the same here
                 task = fast[1](coro, loop=loop, context=context)

@@ -46,29 +46,12 @@ from types import CodeType, CoroutineType, FrameType, WrapperDescriptorType
 from typing import Any
 
 from . import spawn
+from .compiled import load_speedups as _load_speedups
+from .compiled import speedups as _speedups
 from .config import Config
 from .hooks import HOOKS
 from .metrics import BOUNDS, FINE_LIMIT, LoopMetrics
 from .taskindex import INDEX
-
-
-def _load_speedups() -> Any:
-    """The compiled hot paths (agent/_speedups.c), or None: not built (no
-    compiler at install time), or an interpreter running without the GIL.
-    There, importing an extension that does not declare itself safe without
-    the GIL turns the GIL back on for the whole program, and ours relies on
-    it: the Python versions run instead."""
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
-    if is_gil_enabled is not None and not is_gil_enabled():
-        return None
-    try:
-        from . import _speedups as module
-    except ImportError:
-        return None
-    return module
-
-
-_speedups = _load_speedups()
 
 
 def _ignore(_task: Any) -> None:
@@ -1071,12 +1054,17 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
         track = make_track(tracker, bump, timed=hooked)
         if tracker.exact_on:
             cls = _Task  # track() keeps its record beside it (Tracker.enable_exact)
+        # exact eager tasks told their creation site's frame (EagerInit.at):
+        # the constructor then makes no frame object for its caller
+        eager_at = eager_cls.at if _speedups is not None and isinstance(eager_cls, _speedups.EagerInit) else None
 
         def loopscope_task_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
             if kwargs and kwargs.get("eager_start"):
                 # 3.14+: create_task(..., eager_start=True) runs the first
                 # step inside the constructor: the origin must exist first.
                 bump()
+                if eager_at is not None:
+                    return eager_at(_getframe(depth), coro=coro, loop=loop, **kwargs)
                 return eager_cls(coro, loop=loop, **kwargs)
             task = cls(coro, loop=loop, **kwargs)
             track(task, loop, _getframe(depth))
@@ -1084,7 +1072,7 @@ def make_factory(tracker: Tracker, inner: Callable[..., Any] | None, loop: Any =
 
         # What agent/spawn.py needs to build tasks for this factory without
         # calling it: asyncio.create_task and loop.create_task, inlined.
-        loopscope_task_factory.loopscope_fast = (loopscope_task_factory, cls, track, eager_cls, bump)  # type: ignore[attr-defined]
+        loopscope_task_factory.loopscope_fast = (loopscope_task_factory, cls, track, eager_cls, bump, eager_at)  # type: ignore[attr-defined]
 
     elif inner is None:
 
