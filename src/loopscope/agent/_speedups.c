@@ -126,11 +126,15 @@ monotonic(void)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define NOINLINE __attribute__((noinline))
 #define COLD __attribute__((cold, noinline))
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define ASSUME(x) do { if (!(x)) __builtin_unreachable(); } while (0)
 #else
 #define LIKELY(x) (x)
 #define UNLIKELY(x) (x)
 #define NOINLINE
 #define COLD
+#define ALWAYS_INLINE inline
+#define ASSUME(x) ((void)0)
 #endif
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -274,15 +278,10 @@ hooks_layout(PyObject *hooks)
 /* Whether the hooks object has callbacks for an event (its tuple at `name`,
  * which is hooks_off[which] in a Hooks, is not empty): 1, 0, or -1 on
  * error. */
-static int
-hook_on(PyObject *hooks, int which, PyObject *name)
+static NOINLINE int
+hook_on_slow(PyObject *hooks, PyObject *name)
 {
     PyObject *v;
-    if (LIKELY(Py_TYPE(hooks) == hooks_type)) {
-        v = SLOT(hooks, hooks_off[which]);
-        if (LIKELY(v != NULL && PyTuple_CheckExact(v)))
-            return PyTuple_GET_SIZE(v) > 0;
-    }
     int r = own_attr(hooks, name, &v);
     if (r <= 0) {
         if (r == 0)
@@ -292,6 +291,18 @@ hook_on(PyObject *hooks, int which, PyObject *name)
     r = PyTuple_CheckExact(v) ? PyTuple_GET_SIZE(v) > 0 : PyObject_IsTrue(v);
     Py_DECREF(v);
     return r;
+}
+
+/* Inline: the usual answer is one load and a compare in the caller's lines. */
+static inline int
+hook_on(PyObject *hooks, int which, PyObject *name)
+{
+    if (LIKELY(Py_TYPE(hooks) == hooks_type)) {
+        PyObject *v = SLOT(hooks, hooks_off[which]);
+        if (LIKELY(v != NULL && PyTuple_CheckExact(v)))
+            return PyTuple_GET_SIZE(v) > 0;
+    }
+    return hook_on_slow(hooks, name);
 }
 
 /* Replace a slot's value, stealing the reference to `value`.  Fails (with
@@ -900,16 +911,33 @@ clean_finish(const CGet *g_state, const CGet *g_exc, PyObject *task, PyObject *c
     return clean;
 }
 
-/* note_end's clean finish once counted: clean_end(task, now) if the done
+/* clean_end(task, t1), t1 None if negative. */
+static NOINLINE int
+call_clean_end(PyObject *clean_end, PyObject *task, double t1)
+{
+    PyObject *now = t1 >= 0.0 ? PyFloat_FromDouble(t1) : Py_NewRef(Py_None);
+    if (now == NULL)
+        return -1;
+    PyObject *r = PyObject_CallFunctionObjArgs(clean_end, task, now, NULL);
+    Py_DECREF(now);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* note_end's clean finish once counted: clean_end(task, t1) if the done
  * ring's budget or a task_unregister hook wants it (tracker.py's
- * ``budget[0] > 0 or hooks.unregister``). */
-static int
-keep_clean_end(PyObject *budget, PyObject *hooks, PyObject *clean_end, PyObject *task, PyObject *now)
+ * ``budget[0] > 0 or hooks.unregister``).  `t1` is the end's time, or
+ * negative for None (an end filed on release): its float is made only when
+ * clean_end is called, rarely on a server. */
+static inline int
+keep_clean_end(PyObject *budget, PyObject *hooks, PyObject *clean_end, PyObject *task, double t1)
 {
     int want = 0;
     PyObject *b = PyList_CheckExact(budget) && PyList_GET_SIZE(budget) > 0 ? PyList_GET_ITEM(budget, 0) : NULL;
     if (b != NULL) {
-        if (PyLong_CheckExact(b)) {
+        if (LIKELY(PyLong_CheckExact(b))) {
             int overflow;
             long n = PyLong_AsLongAndOverflow(b, &overflow);
             want = overflow > 0 || n > 0;
@@ -919,11 +947,7 @@ keep_clean_end(PyObject *budget, PyObject *hooks, PyObject *clean_end, PyObject 
     }
     if (!want && (want = hook_on(hooks, HOOK_UNREGISTER, s_unregister)) <= 0)
         return want;
-    PyObject *r = PyObject_CallFunctionObjArgs(clean_end, task, now, NULL);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return call_clean_end(clean_end, task, t1);
 }
 
 static NOINLINE int step_ended(StepRun *self, PyObject *task, PyObject *tt, XRec *xr, PyObject *m, PyObject *state, double t1);
@@ -1021,16 +1045,11 @@ step_ended(StepRun *self, PyObject *task, PyObject *tt, XRec *xr, PyObject *m, P
     Py_DECREF(state);
     if (pending)
         return 0;
-    PyObject *pt1 = PyFloat_FromDouble(t1);
-    if (pt1 == NULL)
-        return -1;
     int clean = 0;
     if (finished && (xr != NULL ? xr->f[E_CANCEL] : SLOT(task, to[T_CANCEL])) == Py_None) {
         PyObject *exc = cget(&self->g_exception, task, s_exception);
-        if (exc == NULL) {
-            Py_DECREF(pt1);
+        if (exc == NULL)
             return -1;
-        }
         clean = exc == Py_None;
         Py_DECREF(exc);
     }
@@ -1043,14 +1062,15 @@ step_ended(StepRun *self, PyObject *task, PyObject *tt, XRec *xr, PyObject *m, P
         else if (tt == self->eager_cls)
             set_slot(task, self->ended_off, Py_NewRef(Py_True));
         count_done(m);
-        rc = keep_clean_end(self->budget, self->hooks, self->clean_end, task, pt1);
+        rc = keep_clean_end(self->budget, self->hooks, self->clean_end, task, t1);
     }
     else {
-        PyObject *r = PyObject_CallFunctionObjArgs(self->step_end, m, task, pt1, NULL);
+        PyObject *pt1 = PyFloat_FromDouble(t1);
+        PyObject *r = pt1 != NULL ? PyObject_CallFunctionObjArgs(self->step_end, m, task, pt1, NULL) : NULL;
+        Py_XDECREF(pt1);
         Py_XDECREF(r);
         rc = r == NULL ? -1 : 0;
     }
-    Py_DECREF(pt1);
     return rc;
 }
 
@@ -1808,12 +1828,18 @@ static PyObject *s_register, *s_call_register;
  * as their functions anyway), so an address in it is never a dead code's.
  * Emptied with `skip` (code_cache_clear, tracker.skip_for_task_sites), and
  * when a walk reads another `skip` than the one the table was filled from.
- * Free-threaded builds read `skip` every time. */
+ * Free-threaded builds read `skip` every time.
+ * An entry also keeps the last instruction offset recorded for a creation
+ * site in its code, as an int object (lasti_of): a site creates its tasks
+ * from one offset, whose int every record of it then shares, where each
+ * would make and free one (large offsets are not cached by CPython). */
 #define CC_BITS 8
 #define CC_SIZE (1 << CC_BITS)
 static struct {
     PyObject *code;
     int user;
+    int lasti_v;       /* lasti's value */
+    PyObject *lasti;   /* held, or NULL */
 } code_cache[CC_SIZE];
 static PyObject *code_cache_skip;  /* the `skip` it was filled from (held) */
 
@@ -1826,8 +1852,10 @@ cc_index(PyObject *p)
 static PyObject *
 code_cache_clear(PyObject *mod, PyObject *unused)
 {
-    for (int i = 0; i < CC_SIZE; i++)
+    for (int i = 0; i < CC_SIZE; i++) {
         Py_CLEAR(code_cache[i].code);
+        Py_CLEAR(code_cache[i].lasti);
+    }
     Py_CLEAR(code_cache_skip);
     Py_RETURN_NONE;
 }
@@ -1858,9 +1886,35 @@ code_verdict(PyObject *skip, PyObject *code)
     int user = PyTuple_GET_ITEM(e, 1) == Py_False;
 #ifndef Py_GIL_DISABLED
     Py_XSETREF(code_cache[i].code, Py_NewRef(code));
+    Py_CLEAR(code_cache[i].lasti);
     code_cache[i].user = user;
 #endif
     return user;
+}
+
+/* The creation site's instruction offset in `site` as an int (a new
+ * reference), shared through the code's entry in code_cache while the site
+ * stays the same. */
+static PyObject *
+lasti_of(PyObject *site)
+{
+    int lasti = PyFrame_GetLasti((PyFrameObject *)site);
+#ifndef Py_GIL_DISABLED
+    PyCodeObject *code = PyFrame_GetCode((PyFrameObject *)site);
+    size_t i = cc_index((PyObject *)code);
+    Py_DECREF(code);  /* the frame holds it: compared by address only */
+    if (code_cache[i].code == (PyObject *)code) {
+        if (code_cache[i].lasti != NULL && code_cache[i].lasti_v == lasti)
+            return Py_NewRef(code_cache[i].lasti);
+        PyObject *v = PyLong_FromLong(lasti);
+        if (v != NULL) {
+            Py_XSETREF(code_cache[i].lasti, Py_NewRef(v));
+            code_cache[i].lasti_v = lasti;
+        }
+        return v;
+    }
+#endif
+    return PyLong_FromLong(lasti);
 }
 
 /* `f` or the first of its callers whose code is not skipped (tracker.py's
@@ -2001,7 +2055,7 @@ track(Track *self, PyObject *task, PyObject *loop, PyObject *f)
     }
     else {
         code = (PyObject *)PyFrame_GetCode((PyFrameObject *)site);
-        lasti = PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)site));
+        lasti = lasti_of(site);
     }
     Py_DECREF(site);
     if (lasti == NULL) {
@@ -2165,7 +2219,7 @@ clean_release(TaskDel *self, PyObject *task, PyObject *m)
         }
         count_done(m);
     }
-    return keep_clean_end(self->budget, self->hooks, self->clean_end, task, Py_None);
+    return keep_clean_end(self->budget, self->hooks, self->clean_end, task, -1.0);
 }
 
 static int
@@ -2343,7 +2397,7 @@ static initproc eager_base_init;  /* asyncio.Task's own __init__ */
 /* One of the eager record's fields set to `v` (stolen; NULL: failed):
  * the slot of an EagerTrackedTask, or the field of an exact task's record
  * `xr`. */
-static inline int
+static ALWAYS_INLINE int
 e_set(EagerInit *e, PyObject *task, XRec *xr, int i, PyObject *v)
 {
     if (xr == NULL)
@@ -2354,7 +2408,7 @@ e_set(EagerInit *e, PyObject *task, XRec *xr, int i, PyObject *v)
     return 0;
 }
 
-static inline PyObject *
+static ALWAYS_INLINE PyObject *
 e_get(EagerInit *e, PyObject *task, XRec *xr, int i)
 {
     return xr != NULL ? xr->f[i] : SLOT(task, e->off[i]);
@@ -2387,7 +2441,7 @@ eager_metrics_slow(EagerInit *e, PyObject *loop, PyObject **m)
     return 0;
 }
 
-static int
+static ALWAYS_INLINE int
 eager_record(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *kwds, PyObject *from, PyObject **m)
 {
     if (xr == NULL) {
@@ -2455,7 +2509,7 @@ eager_record(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *k
     }
     else {
         e_set(e, task, xr, E_CODE, (PyObject *)PyFrame_GetCode((PyFrameObject *)site));
-        if (e_set(e, task, xr, E_LASTI, PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)site))) < 0) {
+        if (e_set(e, task, xr, E_LASTI, lasti_of(site)) < 0) {
             Py_DECREF(site);
             Py_DECREF(link);
             goto done;
@@ -2498,7 +2552,7 @@ done:
 
 /* Tracker.eager_step: the first step, timed around asyncio's __init__,
  * filed like any other; 1 if it finished the task, -1 on error. */
-static int
+static ALWAYS_INLINE int
 eager_first_step(EagerInit *e, PyObject *task, Times *tm, PyObject *m, double n0, double t0, double t1)
 {
     Py_ssize_t *mo = e->m_off;
@@ -2525,7 +2579,7 @@ eager_first_step(EagerInit *e, PyObject *task, Times *tm, PyObject *m, double n0
 
 /* After the first step: task_register, then the end if that step ended the
  * task (note_end, its clean case inlined). */
-static int
+static ALWAYS_INLINE int
 eager_after(EagerInit *e, PyObject *task, XRec *xr, PyObject *m, int ended, double t1)
 {
     int want = hook_on(e->hooks, HOOK_REGISTER, s_register);
@@ -2539,25 +2593,21 @@ eager_after(EagerInit *e, PyObject *task, XRec *xr, PyObject *m, int ended, doub
     }
     if (!ended)
         return 0;
-    PyObject *now = PyFloat_FromDouble(t1);
-    if (now == NULL)
-        return -1;
     int rc, clean = clean_finish(&e->g_state, &e->g_exception, task, e_get(e, task, xr, E_CANCEL));
-    if (clean < 0) {
-        Py_DECREF(now);
+    if (clean < 0)
         return -1;
-    }
     if (clean) {
         e_set(e, task, xr, E_ENDED, Py_NewRef(Py_True));  /* its __del__ must not record it again */
         count_done(m);
-        rc = keep_clean_end(e->budget, e->hooks, e->clean_end, task, now);
+        rc = keep_clean_end(e->budget, e->hooks, e->clean_end, task, t1);
     }
     else {
-        PyObject *r = PyObject_CallFunctionObjArgs(e->note_end, m, task, now, NULL);
+        PyObject *now = PyFloat_FromDouble(t1);
+        PyObject *r = now != NULL ? PyObject_CallFunctionObjArgs(e->note_end, m, task, now, NULL) : NULL;
+        Py_XDECREF(now);
         Py_XDECREF(r);
         rc = r == NULL ? -1 : 0;
     }
-    Py_DECREF(now);
     return rc;
 }
 
@@ -2565,7 +2615,7 @@ eager_after(EagerInit *e, PyObject *task, XRec *xr, PyObject *m, int ended, doub
  * construction (its record xr, listed): the record, asyncio's own
  * __init__ with the eager first step it runs timed, task_register, and the
  * end if that step ended the task.  Returns what asyncio's __init__ did. */
-static int
+static ALWAYS_INLINE int
 eager_init_body(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *kwds, PyObject *from)
 {
     PyObject *m = NULL;
@@ -2593,6 +2643,23 @@ eager_init_body(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject
     return rc;
 }
 
+/* eager_init_body twice, laid out apart: for an exact task's record and
+ * for an EagerTrackedTask's slots.  Each copy holds only its own branches
+ * of e_set and e_get, so that a server's usual path (exact tasks) spans
+ * fewer lines. */
+static NOINLINE int
+eager_init_exact(EagerInit *e, PyObject *task, XRec *xr, PyObject *args, PyObject *kwds, PyObject *from)
+{
+    ASSUME(xr != NULL);
+    return eager_init_body(e, task, xr, args, kwds, from);
+}
+
+static NOINLINE int
+eager_init_slots(EagerInit *e, PyObject *task, PyObject *args, PyObject *kwds)
+{
+    return eager_init_body(e, task, NULL, args, kwds, NULL);
+}
+
 static int
 eager_tp_init(PyObject *task, PyObject *args, PyObject *kwds)
 {
@@ -2602,7 +2669,7 @@ eager_tp_init(PyObject *task, PyObject *args, PyObject *kwds)
         return eager_base_init(task, args, kwds);
     }
     EagerInit *e = (EagerInit *)Py_NewRef(st);
-    int rc = eager_init_body(e, task, NULL, args, kwds, NULL);
+    int rc = eager_init_slots(e, task, args, kwds);
     Py_DECREF(e);
     return rc;
 }
@@ -2828,7 +2895,7 @@ exact_build(EagerInit *e, PyObject *targs, PyObject *kwds, PyObject *from)
     else {
         xr->owner = Py_NewRef((PyObject *)e);
         xr->eager = 1;
-        rc = eager_init_body(e, task, xr, targs, kwds, from);
+        rc = eager_init_exact(e, task, xr, targs, kwds, from);
     }
     if (rc < 0) {
         XRec *gone = reg_remove(task);
@@ -2928,7 +2995,7 @@ exact_release(XRec *xr, PyObject *task)
     if (clean) {
         if (m != NULL)
             count_done(m);
-        rc = keep_clean_end(e->budget, e->hooks, e->clean_end, task, Py_None);
+        rc = keep_clean_end(e->budget, e->hooks, e->clean_end, task, -1.0);
     }
     else {
         PyObject *now = PyFloat_FromDouble(monotonic());
@@ -2954,11 +3021,14 @@ exact_finalize(PyObject *task)
             if (exact_release(xr, task) < 0)
                 hand_over_error(((EagerInit *)owner)->note_error);  /* never into the program */
             Py_DECREF(owner);
+            /* the Python code above may have changed the table (even
+             * dropped every record: exact_disable): unlist only what is
+             * still ours */
+            if (reg_rec(task) == xr)
+                xrec_free(reg_remove(task));
         }
-        /* the Python code above may have changed the table (even dropped
-         * every record: exact_disable): unlist only what is still ours */
-        if (reg_rec(task) == xr)
-            xrec_free(reg_remove(task));
+        else
+            xrec_free(reg_remove(task));  /* no code ran since reg_rec: still listed */
         PyErr_Restore(type, value, tb);
     }
     exact_base_finalize(task);
