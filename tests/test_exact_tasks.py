@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import linecache
 import sys
 from typing import Any
 
@@ -172,6 +173,49 @@ def test_a_wrong_cancel_call_is_asyncios_error_and_records_nothing():
         assert t._ls_cancel[4] == "by name"
         with pytest.raises(asyncio.CancelledError):
             await t
+
+    with loopscope.installed(server=False, dump_signal="") as agent:
+        asyncio.run(main())
+        assert agent.tracker.errors == 0
+
+
+@eager_start
+def test_an_eager_task_records_the_frame_create_task_was_called_from():
+    """spawn.py's create_task tells the exact constructor its caller's frame
+    (``EagerInit.at``): the site is the caller's line, and the tasks of one
+    site share one int for it (``lasti_of``)."""
+
+    async def main() -> None:
+        async def quick() -> int:
+            return 1
+
+        here = sys._getframe().f_code
+        made = []
+        for _ in range(3):
+            made.append(asyncio.create_task(quick(), eager_start=True))
+        assert all(t.done() and tracker._speedups.exact_has(t) for t in made)
+        assert {t._ls_code for t in made} == {here}
+        assert len({id(t._ls_lasti) for t in made}) == 1
+        line = next(ln for start, end, ln in here.co_lines() if start <= made[0]._ls_lasti < end)
+        assert "create_task(quick(), eager_start=True)" in linecache.getline(here.co_filename, line)
+
+    with loopscope.installed(server=False, dump_signal="") as agent:
+        asyncio.run(main())
+        assert agent.tracker.errors == 0
+
+
+@eager_start
+def test_the_exact_constructor_wants_a_frame_first_and_falls_back_to_its_caller():
+    async def main() -> None:
+        async def quick() -> int:
+            return 1
+
+        at = asyncio.get_running_loop()._loopscope_fast[5]
+        with pytest.raises(TypeError, match="takes a frame first"):
+            at()
+        coro = quick()
+        t = at("not a frame", coro=coro, loop=asyncio.get_running_loop(), eager_start=True)
+        assert t.result() == 1 and t._ls_code is sys._getframe().f_code  # PyEval_GetFrame(): this one
 
     with loopscope.installed(server=False, dump_signal="") as agent:
         asyncio.run(main())

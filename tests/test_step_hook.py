@@ -261,6 +261,71 @@ def test_the_compiled_parts_are_built_optimised():
     assert not local & OUT_OF_LINE_AT_O0, sorted(local)
 
 
+def _plt_calls(path: str) -> int | None:
+    """How many functions an ELF64 little-endian shared object calls through
+    its PLT (the entries of ``.rela.plt``); None for anything else."""
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:6] != b"\x7fELF\x02\x01":
+        return None
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names = sections[shstrndx][4]
+    for name, _, _, _, _, size, _, _, _, entsize in sections:
+        if data[names + name : data.index(b"\0", names + name)] == b".rela.plt":
+            return size // (entsize or 24)
+    return 0
+
+
+def test_the_compiled_parts_call_python_without_a_plt():
+    """``setup.py`` builds the extension with ``-fno-plt`` on Linux: a stub
+    per libpython function called cost an aiohttp request ~100 more
+    instruction-cache misses (BENCHMARKS.md, seventeenth session).  Built
+    without it, the extension has a PLT entry for each of some 80 functions
+    it calls; with it, only what the C runtime's own start-up code calls."""
+    if steps._speedups is None:
+        pytest.skip("the compiled parts are not built here (optional outside CI)")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("-fno-plt is given on Linux only")
+    calls = _plt_calls(steps._speedups.__file__)
+    if calls is None:
+        pytest.skip("not an ELF64 shared object")
+    assert calls < 10, calls
+
+
+@pytest.mark.skipif(steps._speedups is None, reason="the compiled parts were not built here (no C compiler when loopscope was installed)")
+def test_the_loop_metrics_hot_numbers_read_and_write_as_python_numbers(monkeypatch: pytest.MonkeyPatch):
+    """busy, nested and done are C fields of LoopMetrics's compiled base
+    (``_speedups.MetricsCore``): from Python they are the float, float and
+    int the slots were, and a wrong type is refused as a slot's reader
+    would expect, not stored."""
+    from loopscope.agent.metrics import LoopMetrics
+
+    m = LoopMetrics(slow=0.1)
+    assert isinstance(m, steps._speedups.MetricsCore)
+    assert (m.busy, m.nested, m.done) == (0.0, 0.0, 0)
+    m.busy += 0.25
+    m.done += 2
+    m.nested = 1  # an int is taken as a float, as the slot's readers expect
+    assert (m.busy, m.nested, m.done) == (0.25, 1.0, 2) and type(m.nested) is float and type(m.done) is int
+    with pytest.raises(TypeError):
+        m.done = "many"
+    with pytest.raises(TypeError):
+        m.busy = None
+    assert (m.busy, m.done) == (0.25, 2)
+
+    class SlotsOnly:  # the compiled parts write those fields at fixed offsets: another layout is refused
+        __slots__ = ("fine", "counts", "step_max", "slow", "busy", "nested", "done")
+
+    with loopscope.installed(server=False, dump_signal="") as agent:
+        monkeypatch.setattr(steps, "LoopMetrics", SlotsOnly)
+        with pytest.raises(TypeError, match="MetricsCore"):
+            steps._compiled_run(agent.tracker)
+
+
 def test_the_hook_leaks_no_objects_per_step(speedups: bool):
     """A reference kept per step (a float, a task, an exception) would show
     as tens of thousands of blocks after 40,000 steps."""

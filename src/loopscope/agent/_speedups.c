@@ -37,10 +37,6 @@
 #ifndef Py_T_OBJECT_EX
 #define Py_T_OBJECT_EX T_OBJECT_EX
 #endif
-#ifndef Py_T_DOUBLE
-#define Py_T_DOUBLE T_DOUBLE
-#define Py_T_PYSSIZET T_PYSSIZET
-#endif
 
 /* interned attribute names, made once */
 static PyObject *s_loop, *s_callback, *s_args, *s_context, *s_metrics;
@@ -408,12 +404,60 @@ typedef struct {
 
 #define MCORE(m) ((MetricsCore *)(m))
 
-static PyMemberDef mcore_members[] = {
-    {"busy", Py_T_DOUBLE, offsetof(MetricsCore, busy), 0, "seconds the loop spent running callbacks"},
-    {"nested", Py_T_DOUBLE, offsetof(MetricsCore, nested), 0,
-     "seconds of eager first steps run inside the step now running"},
-    {"done", Py_T_PYSSIZET, offsetof(MetricsCore, done), 0, "tasks that finished cleanly"},
-    {NULL, 0, 0, 0, NULL},
+enum { MC_BUSY, MC_NESTED, MC_DONE };
+static const char *mc_names[] = {"busy", "nested", "done"};
+
+static PyObject *
+mcore_get(PyObject *self, void *closure)
+{
+    MetricsCore *mc = MCORE(self);
+    switch ((int)(intptr_t)closure) {
+    case MC_BUSY:
+        return PyFloat_FromDouble(mc->busy);
+    case MC_NESTED:
+        return PyFloat_FromDouble(mc->nested);
+    default:
+        return PyLong_FromSsize_t(mc->done);
+    }
+}
+
+/* Checked before it is stored (a member descriptor of 3.11 stores -1 first,
+ * then reports the wrong type): a value of the wrong type leaves the
+ * number as it was. */
+static int
+mcore_set(PyObject *self, PyObject *value, void *closure)
+{
+    int i = (int)(intptr_t)closure;
+    MetricsCore *mc = MCORE(self);
+    if (value == NULL) {
+        PyErr_Format(PyExc_TypeError, "cannot delete %s", mc_names[i]);
+        return -1;
+    }
+    if (i == MC_DONE) {
+        Py_ssize_t n = PyLong_Check(value) ? PyLong_AsSsize_t(value) : -1;
+        if (n == -1 && (!PyLong_Check(value) || PyErr_Occurred())) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "done must be an int, not %.100s", Py_TYPE(value)->tp_name);
+            return -1;
+        }
+        mc->done = n;
+        return 0;
+    }
+    double d = PyFloat_AsDouble(value);
+    if (d == -1.0 && PyErr_Occurred())
+        return -1;
+    if (i == MC_BUSY)
+        mc->busy = d;
+    else
+        mc->nested = d;
+    return 0;
+}
+
+static PyGetSetDef mcore_getset[] = {
+    {"busy", mcore_get, mcore_set, "seconds the loop spent running callbacks", (void *)MC_BUSY},
+    {"nested", mcore_get, mcore_set, "seconds of eager first steps run inside the step now running", (void *)MC_NESTED},
+    {"done", mcore_get, mcore_set, "tasks that finished cleanly", (void *)MC_DONE},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject MetricsCoreType = {
@@ -422,7 +466,7 @@ static PyTypeObject MetricsCoreType = {
     .tp_doc = "The step hook's numbers of a loop's metrics, as C numbers (metrics.py's LoopMetrics derives from it).",
     .tp_basicsize = sizeof(MetricsCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_members = mcore_members,
+    .tp_getset = mcore_getset,
     .tp_new = PyType_GenericNew,
 };
 
