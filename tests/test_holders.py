@@ -389,3 +389,29 @@ def test_the_compiled_and_the_python_constructor_record_the_same():
             P._user_callers.clear()
     assert seen[True] == seen[False]
     assert seen[True][0][:2] == ("Event", "make") and seen[True][-1] is False
+
+
+def test_one_sites_primitives_share_their_offsets_int(agent):
+    """The compiled constructor keeps a site's offset as one int object
+    (PrimInit's lasti cache): CPython caches no int above 256, so without it
+    every record would make its own.  The site here is placed past offset
+    256 on purpose, and each record must still name its line."""
+    if P._speedups is None:
+        pytest.skip("the compiled parts were not built here (no C compiler when loopscope was installed)")
+    pad = "\n".join(f"    v{i} = {i}" for i in range(80))
+    src = f"def make(asyncio):\n{pad}\n    return [asyncio.Event() for _ in range(3)] + [asyncio.Event()]\n"
+    ns: dict = {}
+    exec(compile(src, "<padded>", "exec"), ns)
+    pt = agent.primitive_tracker
+    objs = ns["make"](asyncio)
+    ns["make"](asyncio)  # once more: the second call's creator is a known user caller (the compiled path)
+    objs = ns["make"](asyncio)
+    records = [pt.objects.get(o) for o in objs]
+    assert all(r is not None and r[0] == "Event" for r in records)
+    lastis = [r[2] for r in records]
+    assert min(lastis) > 256, lastis  # past CPython's small ints, or this proves nothing
+    assert lastis[0] is lastis[1] is lastis[2]  # one site: one int
+    assert lastis[3] != lastis[0]  # another site: its own offset
+    code = records[0][1]
+    lines = {next(ln for s, e, ln in code.co_lines() if s <= lasti < e) for lasti in lastis}
+    assert lines == {82}  # both sites are on the return line
