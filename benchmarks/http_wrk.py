@@ -502,19 +502,29 @@ def main() -> int:
     # round, which the machine's slow drifts (a neighbour's load coming and
     # going over minutes) disturbed alike; the median of those ratios.
     for c in configs[1:]:
-        pairs = list(zip(results[c], results["plain"]))
-        loss = 1 - statistics.median(x[0] / p[0] for x, p in pairs)
-        p99 = statistics.median(x[1] / p[1] for x, p in pairs) - 1
-        cost = statistics.median(x[2] / p[2] for x, p in pairs) - 1
-        print(f"{c}, paired by round: throughput loss {loss * 100:.1f} %, p99 increase {p99 * 100:.1f} %, CPU per request {cost * 100:+.1f} %")
-        interval = median_interval([1 - x[0] / p[0] for x, p in pairs])
-        interval_p99 = median_interval([x[1] / p[1] - 1 for x, p in pairs])
-        if interval is not None and interval_p99 is not None:
-            print(
-                f"{c}, 95 % interval of the paired median: throughput loss {interval[0] * 100:.1f} .. {interval[1] * 100:.1f} % "
-                f"({verdict(interval, 0.03)}), p99 increase {interval_p99[0] * 100:.1f} .. {interval_p99[1] * 100:.1f} % ({verdict(interval_p99, 0.05)})"
-            )
+        for line in paired_report(c, list(zip(results[c], results["plain"]))):
+            print(line)
     return 0
+
+
+def paired_report(label: str, pairs: list[tuple[tuple[float, ...], tuple[float, ...]]]) -> list[str]:
+    """Each round of a configuration against the baseline's round beside it:
+    the medians of those ratios, then their 95 % intervals with a verdict on
+    the budgets (also pooled.py's report)."""
+    loss = [1 - x[0] / b[0] for x, b in pairs]
+    p99 = [x[1] / b[1] - 1 for x, b in pairs]
+    cpu = [x[2] / b[2] - 1 for x, b in pairs]
+    out = [
+        f"{label}, paired by round: throughput loss {statistics.median(loss) * 100:.1f} %, "
+        f"p99 increase {statistics.median(p99) * 100:.1f} %, CPU per request {statistics.median(cpu) * 100:+.1f} %"
+    ]
+    il, ip = median_interval(loss), median_interval(p99)
+    if il is not None and ip is not None:
+        out.append(
+            f"{label}, 95 % interval of the paired median: throughput loss {il[0] * 100:.1f} .. {il[1] * 100:.1f} % "
+            f"({verdict(il, 0.03)}), p99 increase {ip[0] * 100:.1f} .. {ip[1] * 100:.1f} % ({verdict(ip, 0.05)})"
+        )
+    return out
 
 
 def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_wrk import median_interval, verdict  # noqa: E402
+from http_wrk import paired_report  # noqa: E402
 
 ROUND = re.compile(r"(\S+) (\d+(?:\.\d+)?) req/s p99 ([\d.]+) ms ([\d.]+) us/req")
 
@@ -63,20 +62,8 @@ def main() -> int:
         pairs = [(r[c], r[args.baseline]) for r in pooled if c in r and args.baseline in r]
         if not pairs:
             continue
-        loss = [1 - x[0] / b[0] for x, b in pairs]
-        p99 = [x[1] / b[1] - 1 for x, b in pairs]
-        cpu = [x[2] / b[2] - 1 for x, b in pairs]
-        line = (
-            f"{c} ({len(pairs)} rounds): throughput loss {statistics.median(loss) * 100:.1f} %, "
-            f"p99 increase {statistics.median(p99) * 100:.1f} %, CPU per request {statistics.median(cpu) * 100:+.1f} %"
-        )
-        print(line)
-        il, ip = median_interval(loss), median_interval(p99)
-        if il is not None and ip is not None:
-            print(
-                f"  95 % interval: throughput loss {il[0] * 100:.1f} .. {il[1] * 100:.1f} % ({verdict(il, 0.03)}), "
-                f"p99 increase {ip[0] * 100:.1f} .. {ip[1] * 100:.1f} % ({verdict(ip, 0.05)})"
-            )
+        for line in paired_report(f"{c} ({len(pairs)} rounds)", pairs):
+            print(line)
     return 0
 
 
